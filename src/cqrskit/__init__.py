@@ -1,0 +1,75 @@
+"""cqrskit: CQRS and event sourcing for Python.
+
+The write side: :class:`Command`, :class:`Event`, :class:`Decider`, :class:`CommandHandler` and
+an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner` and a
+:class:`ReadStore`. Backends live in their own modules (``cqrskit.memory``, ``cqrskit.sqlite``,
+``cqrskit.postgres``); open one by URL with :func:`cqrskit.backends.open_backend`.
+"""
+
+from cqrskit.codec import EventCodec
+from cqrskit.commands import CommandHandler, CommandResult
+from cqrskit.decider import Decider
+from cqrskit.errors import (
+    CheckpointMoved,
+    ConcurrencyError,
+    ConfigurationError,
+    CqrsKitError,
+    DomainError,
+    DuplicateIdempotencyKey,
+    IdempotencyKeyReused,
+    InvalidCommand,
+    StoreUnavailable,
+    StreamNotFound,
+    UnknownCommand,
+    UnknownEventType,
+)
+from cqrskit.messages import Command, Event, Metadata, NewEvent, RecordedEvent
+from cqrskit.projections import Projection, ProjectionRunner, ProjectionStatus
+from cqrskit.readmodel import Column, ColumnType, ReadStore, Row, Table, ViewTransaction
+from cqrskit.store import (
+    ANY_VERSION,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    IdempotencyRecord,
+    IdempotentResult,
+)
+
+__all__ = [
+    "ANY_VERSION",
+    "NO_STREAM",
+    "AppendResult",
+    "CheckpointMoved",
+    "Column",
+    "ColumnType",
+    "Command",
+    "CommandHandler",
+    "CommandResult",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "CqrsKitError",
+    "Decider",
+    "DomainError",
+    "DuplicateIdempotencyKey",
+    "Event",
+    "EventCodec",
+    "EventStore",
+    "IdempotencyKeyReused",
+    "IdempotencyRecord",
+    "IdempotentResult",
+    "InvalidCommand",
+    "Metadata",
+    "NewEvent",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ReadStore",
+    "RecordedEvent",
+    "Row",
+    "StoreUnavailable",
+    "StreamNotFound",
+    "Table",
+    "UnknownCommand",
+    "UnknownEventType",
+    "ViewTransaction",
+]

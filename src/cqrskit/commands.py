@@ -1,0 +1,201 @@
+"""Command handling: load a stream's state, decide, append with optimistic concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from cqrskit.codec import EventCodec
+from cqrskit.decider import Decider
+from cqrskit.errors import (
+    ConcurrencyError,
+    DuplicateIdempotencyKey,
+    IdempotencyKeyReused,
+    StreamNotFound,
+    UnknownCommand,
+)
+from cqrskit.messages import Command, Event, Metadata
+from cqrskit.store import EventStore, IdempotencyRecord, IdempotentResult
+
+C = TypeVar("C", bound=Command)
+S = TypeVar("S")
+
+_fingerprint_encoder = msgspec.json.Encoder(decimal_format="string", order="deterministic")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of a handled command.
+
+    ``position`` is the global position of the command's last event (or of the stream's last
+    event when the command changed nothing); wait for a projection to reach it to read your
+    own write. ``replayed`` is true when an idempotency key matched an earlier command: its
+    events were not appended again and ``events`` is empty.
+    """
+
+    stream_id: str
+    version: int
+    position: int
+    events: tuple[Event, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class _Route(Generic[C, S]):
+    decider: Decider[C, Any, S]
+    stream_id: Callable[[C], str]
+    creates_stream: bool
+
+
+class CommandHandler:
+    """Routes commands to deciders and appends their events.
+
+    A command's stream is loaded (from a version-checked cache when possible), ``decide`` runs,
+    and its events are appended with the loaded version as the expected version. On a
+    :class:`ConcurrencyError` the stream is refreshed and the command decided again, up to
+    ``max_retries`` times.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        codec: EventCodec,
+        *,
+        max_retries: int = 3,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cache_size: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._max_retries = max_retries
+        self._clock = clock
+        self._routes: dict[type[Command], _Route[Any, Any]] = {}
+        self._cache: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._cache_size = cache_size
+        self.retries = 0  # concurrency retries so far, for metrics
+
+    def register(
+        self,
+        command_type: type[C],
+        decider: Decider[C, Any, S],
+        *,
+        stream_id: Callable[[C], str],
+        creates_stream: bool = False,
+    ) -> None:
+        """Send commands of ``command_type`` to ``decider``, on the stream ``stream_id(cmd)``.
+
+        Unless ``creates_stream``, a command whose stream has no events raises
+        :class:`StreamNotFound`.
+        """
+        self._routes[command_type] = _Route(decider, stream_id, creates_stream)
+
+    async def handle(
+        self,
+        command: Command,
+        *,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+    ) -> CommandResult:
+        """Handle ``command``; raise what ``decide`` raises, or a framework error.
+
+        With ``idempotency_key``, a command already handled under that key is not run again:
+        the first outcome is returned (``replayed=True``). The same key with a different
+        command raises :class:`IdempotencyKeyReused`.
+        """
+        route = self._routes.get(type(command))
+        if route is None:
+            raise UnknownCommand(type(command).command_type)
+        idempotency = None
+        if idempotency_key is not None:
+            idempotency = IdempotencyRecord(key=idempotency_key, fingerprint=fingerprint(command))
+            earlier = await self._store.find_idempotent_result(idempotency_key)
+            if earlier is not None:
+                return _replay(earlier, idempotency)
+        stream_id = route.stream_id(command)
+        try:
+            return await self._decide_and_append(route, command, stream_id, metadata, idempotency)
+        except DuplicateIdempotencyKey:
+            assert idempotency is not None
+            earlier = await self._store.find_idempotent_result(idempotency.key)
+            assert earlier is not None, "a duplicate key must be readable once committed"
+            return _replay(earlier, idempotency)
+
+    async def _decide_and_append(
+        self,
+        route: _Route[Any, Any],
+        command: Command,
+        stream_id: str,
+        metadata: Metadata | None,
+        idempotency: IdempotencyRecord | None,
+    ) -> CommandResult:
+        version, state = await self._load(route.decider, stream_id, refresh=False)
+        for attempt in range(self._max_retries + 1):
+            if version == 0 and not route.creates_stream:
+                raise StreamNotFound(stream_id)
+            events = tuple(route.decider.decide(command, state))
+            if not events:
+                position = await self._store.head_position()
+                return CommandResult(stream_id, version, position, ())
+            now = self._clock()
+            new_events = [
+                self._codec.new_event(event, recorded_at=now, metadata=metadata) for event in events
+            ]
+            try:
+                result = await self._store.append(
+                    stream_id, new_events, version, idempotency=idempotency
+                )
+            except ConcurrencyError:
+                if attempt == self._max_retries:
+                    self._cache.pop(stream_id, None)
+                    raise
+                self.retries += 1
+                version, state = await self._load(route.decider, stream_id, refresh=True)
+                continue
+            self._remember(stream_id, result.version, route.decider.fold(events, state))
+            return CommandResult(stream_id, result.version, result.position, events)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _load(
+        self, decider: Decider[Any, Any, Any], stream_id: str, *, refresh: bool
+    ) -> tuple[int, Any]:
+        """The stream's (version, state): cached, or caught up from the cached version."""
+        cached = self._cache.get(stream_id)
+        if cached is not None and not refresh:
+            self._cache.move_to_end(stream_id)
+            return cached
+        version, state = cached if cached is not None else (0, decider.initial_state)
+        recorded = await self._store.read_stream(stream_id, from_version=version + 1)
+        if recorded:
+            state = decider.fold((self._codec.decode(r) for r in recorded), state)
+            version = recorded[-1].stream_version
+            self._remember(stream_id, version, state)
+        return version, state
+
+    def _remember(self, stream_id: str, version: int, state: Any) -> None:
+        self._cache[stream_id] = (version, state)
+        self._cache.move_to_end(stream_id)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def load(self, decider: Decider[Any, Any, S], stream_id: str) -> tuple[int, S]:
+        """The current (version, state) of a stream, read from the store."""
+        version, state = await self._load(decider, stream_id, refresh=True)
+        return version, state
+
+
+def fingerprint(command: Command) -> str:
+    """A stable hash of a command's type and fields, to recognise a repeated request."""
+    payload = _fingerprint_encoder.encode([type(command).command_type, command])
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _replay(earlier: IdempotentResult, request: IdempotencyRecord) -> CommandResult:
+    if earlier.fingerprint != request.fingerprint:
+        raise IdempotencyKeyReused(request.key)
+    return CommandResult(earlier.stream_id, earlier.version, earlier.position, (), replayed=True)

@@ -1,0 +1,176 @@
+"""In-memory event store and read store: the test twins of the durable backends."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from cqrskit.errors import CheckpointMoved, ConcurrencyError, DuplicateIdempotencyKey
+from cqrskit.messages import NewEvent, RecordedEvent
+from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
+from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
+
+
+class InMemoryEventStore:
+    """An :class:`~cqrskit.EventStore` held in process memory. Nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._events: list[RecordedEvent] = []
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._idempotency: dict[str, IdempotentResult] = {}
+        self._appended = asyncio.Event()
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None,
+        *,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> AppendResult:
+        stream = self._streams.get(stream_id, [])
+        version = len(stream)
+        if expected_version is not None and expected_version != version:
+            raise ConcurrencyError(stream_id, expected_version, version)
+        if idempotency is not None and idempotency.key in self._idempotency:
+            raise DuplicateIdempotencyKey(idempotency.key)
+        if not events:
+            return AppendResult(stream_id=stream_id, version=version, position=self._head())
+        recorded = [
+            RecordedEvent(
+                event_id=event.event_id,
+                stream_id=stream_id,
+                stream_version=version + offset,
+                position=len(self._events) + offset,
+                recorded_at=event.recorded_at,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                data=event.data,
+                metadata=event.metadata,
+            )
+            for offset, event in enumerate(events, start=1)
+        ]
+        self._events.extend(recorded)
+        self._streams.setdefault(stream_id, []).extend(recorded)
+        result = AppendResult(
+            stream_id=stream_id, version=recorded[-1].stream_version, position=self._head()
+        )
+        if idempotency is not None:
+            self._idempotency[idempotency.key] = IdempotentResult(
+                key=idempotency.key,
+                fingerprint=idempotency.fingerprint,
+                stream_id=stream_id,
+                version=result.version,
+                position=result.position,
+            )
+        self._appended.set()
+        self._appended = asyncio.Event()
+        return result
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        stream = self._streams.get(stream_id, [])
+        start = max(from_version, 1) - 1
+        return stream[start : None if limit is None else start + limit]
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return self._events[after : after + limit]
+
+    def subscribe_all(
+        self, after: int = 0, batch_size: int = 1000
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        return follow(self.read_all, self._wait_for_append, after, batch_size)
+
+    async def _wait_for_append(self, position: int) -> None:
+        if self._head() <= position:
+            await self._appended.wait()
+
+    async def stream_version(self, stream_id: str) -> int:
+        return len(self._streams.get(stream_id, ()))
+
+    async def head_position(self) -> int:
+        return self._head()
+
+    def _head(self) -> int:
+        return len(self._events)
+
+    async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
+        return self._idempotency.get(key)
+
+    async def close(self) -> None:
+        return None
+
+
+class InMemoryReadStore:
+    """A :class:`~cqrskit.ReadStore` held in process memory."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[Key, Row]] = {}
+        self._checkpoints: dict[str, int] = {}
+
+    async def setup(self, tables: Sequence[Table]) -> None:
+        for table in tables:
+            self._tables.setdefault(table.name, {})
+
+    async def checkpoint(self, projection: str) -> int:
+        return self._checkpoints.get(projection, 0)
+
+    async def apply(
+        self,
+        projection: str,
+        expected: int,
+        position: int,
+        write: Callable[[ViewTransaction], None],
+    ) -> None:
+        actual = self._checkpoints.get(projection, 0)
+        if actual != expected:
+            raise CheckpointMoved(projection, expected, actual)
+        unit = UnitOfWork(self._load)
+        write(unit)  # an exception here leaves every table untouched
+        for table, upserts, deletes in unit.changes():
+            rows = self._tables[table.name]
+            for row in upserts:
+                rows[table.key_of(row)] = copy.deepcopy(row)
+            for key in deletes:
+                rows.pop(key, None)
+        self._checkpoints[projection] = position
+
+    def _load(self, table: Table, key: Key) -> Row | None:
+        row = self._tables[table.name].get(key)
+        return copy.deepcopy(row) if row is not None else None
+
+    async def reset(self, projection: str, tables: Sequence[Table]) -> None:
+        for table in tables:
+            self._tables[table.name] = {}
+        self._checkpoints[projection] = 0
+
+    async def get(self, table: Table, *key: Any) -> Row | None:
+        return self._load(table, key)
+
+    async def find(
+        self,
+        table: Table,
+        *,
+        where: Mapping[str, Any] | None = None,
+        order_by: Sequence[str] = (),
+        after: Sequence[Any] | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        conditions = dict(where or {})
+        rows = [
+            row
+            for row in self._tables[table.name].values()
+            if all(row[name] == value for name, value in conditions.items())
+        ]
+        if order_by:
+            rows.sort(key=lambda row: tuple(row[name] for name in order_by))
+            if after is not None:
+                bound = tuple(after)
+                rows = [row for row in rows if tuple(row[n] for n in order_by) > bound]
+        return [copy.deepcopy(row) for row in rows[:limit]]
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Orders: the reference service built on cqrskit (commands, read models, HTTP API, CLI)."""

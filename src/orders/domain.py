@@ -1,0 +1,204 @@
+"""The Orders domain: commands, events, rules. Pure: no I/O, no clock, no framework drivers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from cqrskit import Command, Decider, DomainError, Event, InvalidCommand
+
+MAX_PRICE = Decimal("1000000.00")
+MAX_QUANTITY = 1_000_000
+MAX_TEXT = 200
+_CENT = Decimal("0.01")
+
+Status = Literal["draft", "submitted"]
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+class LineItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An item of an order: a name, an exact unit price and a positive quantity.
+
+    Commands check items (:func:`check_item`); events hold them as recorded, unchecked, so
+    that a rule changed later never makes history unreadable.
+    """
+
+    name: str
+    price: Decimal
+    quantity: int
+
+    @property
+    def amount(self) -> Decimal:
+        """Price times quantity."""
+        return self.price * self.quantity
+
+
+def check_item(item: LineItem) -> None:
+    """Raise :class:`InvalidCommand` unless ``item`` is a valid line of an order."""
+    _check_text("item name", item.name)
+    check_price(item.price)
+    quantity = item.quantity
+    if type(quantity) is not int or not 0 < quantity <= MAX_QUANTITY:
+        raise InvalidCommand(
+            f"quantity must be a whole number from 1 to {MAX_QUANTITY}, got {quantity!r}"
+        )
+
+
+def check_price(price: object) -> None:
+    """Raise :class:`InvalidCommand` unless ``price`` is an exact amount of whole cents."""
+    if not isinstance(price, Decimal):
+        raise InvalidCommand(f"price must be an exact decimal, not {type(price).__name__}")
+    if not price.is_finite() or price < 0 or price > MAX_PRICE:
+        raise InvalidCommand(f"price must be from 0 to {MAX_PRICE}, got {price}")
+    if price != price.quantize(_CENT):
+        raise InvalidCommand(f"price must have at most two decimal places, got {price}")
+
+
+def _check_text(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidCommand(f"{what} must be a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise InvalidCommand(f"{what} must be at most {MAX_TEXT} characters")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+class CreateOrder(Command, frozen=True, kw_only=True):
+    order_id: str
+    customer_id: str
+    items: tuple[LineItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_text("order id", self.order_id)
+        _check_text("customer id", self.customer_id)
+        for item in self.items:
+            check_item(item)
+
+
+class AddItem(Command, frozen=True, kw_only=True):
+    order_id: str
+    item: LineItem
+
+    def __post_init__(self) -> None:
+        _check_text("order id", self.order_id)
+        check_item(self.item)
+
+
+class SubmitOrder(Command, frozen=True, kw_only=True):
+    order_id: str
+
+    def __post_init__(self) -> None:
+        _check_text("order id", self.order_id)
+
+
+OrderCommand = CreateOrder | AddItem | SubmitOrder
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+class OrderCreated(Event, frozen=True, kw_only=True):
+    order_id: str
+    customer_id: str
+    items: tuple[LineItem, ...]
+
+
+class ItemAdded(Event, frozen=True, kw_only=True):
+    order_id: str
+    item: LineItem
+
+
+class OrderSubmitted(Event, frozen=True, kw_only=True):
+    order_id: str
+
+
+OrderEvent = OrderCreated | ItemAdded | OrderSubmitted
+EVENT_TYPES: tuple[type[Event], ...] = (OrderCreated, ItemAdded, OrderSubmitted)
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+class OrderAlreadyExists(DomainError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} already exists")
+
+
+class OrderAlreadySubmitted(DomainError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} is already submitted")
+
+
+class CannotModifySubmittedOrder(DomainError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} is submitted and can no longer be changed")
+
+
+class CannotSubmitEmptyOrder(DomainError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} has no items and cannot be submitted")
+
+
+class OrderState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the rules need to know of an order (not what the read side shows)."""
+
+    status: Status | None = None
+    item_count: int = 0
+    total: Decimal = Decimal("0.00")
+
+
+INITIAL = OrderState()
+
+
+def decide(command: OrderCommand, state: OrderState) -> Sequence[OrderEvent]:
+    match command:
+        case CreateOrder(order_id=order_id, customer_id=customer_id, items=items):
+            if state.status is not None:
+                raise OrderAlreadyExists(order_id)
+            return [OrderCreated(order_id=order_id, customer_id=customer_id, items=items)]
+        case AddItem(order_id=order_id, item=item):
+            if state.status == "submitted":
+                raise CannotModifySubmittedOrder(order_id)
+            return [ItemAdded(order_id=order_id, item=item)]
+        case SubmitOrder(order_id=order_id):
+            if state.status == "submitted":
+                raise OrderAlreadySubmitted(order_id)
+            if state.item_count == 0:
+                raise CannotSubmitEmptyOrder(order_id)
+            return [OrderSubmitted(order_id=order_id)]
+    raise TypeError(f"not an order command: {command!r}")  # pragma: no cover
+
+
+def evolve(state: OrderState, event: OrderEvent) -> OrderState:
+    match event:
+        case OrderCreated(items=items):
+            return OrderState(
+                status="draft",
+                item_count=len(items),
+                total=sum((item.amount for item in items), Decimal("0.00")),
+            )
+        case ItemAdded(item=item):
+            return OrderState(
+                status=state.status,
+                item_count=state.item_count + 1,
+                total=state.total + item.amount,
+            )
+        case OrderSubmitted():
+            return OrderState(status="submitted", item_count=state.item_count, total=state.total)
+    return state  # pragma: no cover
+
+
+order_decider: Decider[OrderCommand, OrderEvent, OrderState] = Decider(
+    decide=decide, evolve=evolve, initial_state=INITIAL
+)
+
+
+def stream_id(order_id: str) -> str:
+    """The event stream of an order."""
+    return f"order-{order_id}"
