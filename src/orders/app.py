@@ -1,0 +1,149 @@
+"""The composition root: builds the Orders application from settings.
+
+Only this module and the entrypoints choose backends (by URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cqrskit import CommandHandler, EventCodec, ProjectionRunner
+from cqrskit.backends import Backend, open_backend
+from orders.domain import (
+    EVENT_TYPES,
+    AddItem,
+    CreateOrder,
+    SubmitOrder,
+    order_decider,
+    stream_id,
+)
+from orders.projections import PROJECTIONS
+from orders.queries import OrderQueries
+
+DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the Orders application can be configured with."""
+
+    db_url: str = DEFAULT_DB_URL
+    #: how long a query carrying a consistency token waits for the read model (seconds)
+    consistency_timeout: float = 5.0
+    #: events per projection transaction
+    projection_batch_size: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``CQRSKIT_DB`` and ``CQRSKIT_CONSISTENCY_TIMEOUT``, then ``overrides``
+        (a None override keeps the environment's value)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if "CQRSKIT_DB" in env:
+            values["db_url"] = env["CQRSKIT_DB"]
+        if "CQRSKIT_CONSISTENCY_TIMEOUT" in env:
+            values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class OrdersApp:
+    """The wired application: command handling, projections and queries over one backend."""
+
+    settings: Settings
+    backend: Backend
+    codec: EventCodec
+    commands: CommandHandler
+    queries: OrderQueries
+    runners: tuple[ProjectionRunner, ...]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def setup_read_model(self) -> None:
+        """Create the read-model tables and load the projections' checkpoints."""
+        for runner in self.runners:
+            await runner.setup()
+
+    async def catch_up(self) -> None:
+        """Run every projection up to the current head of the event store, then return."""
+        for runner in self.runners:
+            await runner.catch_up()
+
+    def start_projections(self) -> None:
+        """Run the projections in the background (catch up, then follow) until :meth:`close`."""
+        for runner in self.runners:
+            task = asyncio.create_task(runner.run(), name=f"projection:{runner.projection.name}")
+            self._tasks.append(task)
+
+    @property
+    def projections_running(self) -> bool:
+        return bool(self._tasks) and all(not task.done() for task in self._tasks)
+
+    async def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
+        """Wait until every projection has applied events up to ``position``.
+
+        Works whether the projections run in this process or in a separate worker. Returns
+        False when ``timeout`` (default: the configured consistency timeout) runs out first.
+        """
+        timeout = self.settings.consistency_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if self.projections_running:
+            for runner in self.runners:
+                if not await runner.wait_for(position, max(0.0, deadline - time.monotonic())):
+                    return False
+            return True
+        pause = 0.001
+        while True:
+            checkpoints = [
+                await self.backend.read.checkpoint(r.projection.name) for r in self.runners
+            ]
+            if min(checkpoints) >= position:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
+
+    async def close(self) -> None:
+        """Stop background projections (their last batch is committed or rolled back whole)
+        and close the backend."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.backend.close()
+
+
+async def build_app(
+    settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> OrdersApp:
+    """Open the backend named by ``settings.db_url`` and wire the Orders application on it."""
+    backend = await open_backend(settings.db_url)
+    codec = EventCodec(EVENT_TYPES)
+    commands = CommandHandler(backend.events, codec, clock=clock)
+    commands.register(
+        CreateOrder, order_decider, stream_id=lambda c: stream_id(c.order_id), creates_stream=True
+    )
+    commands.register(AddItem, order_decider, stream_id=lambda c: stream_id(c.order_id))
+    commands.register(SubmitOrder, order_decider, stream_id=lambda c: stream_id(c.order_id))
+    runners = tuple(
+        ProjectionRunner(
+            projection,
+            backend.events,
+            backend.read,
+            codec,
+            batch_size=settings.projection_batch_size,
+        )
+        for projection in PROJECTIONS
+    )
+    app = OrdersApp(settings, backend, codec, commands, OrderQueries(backend.read), runners)
+    await app.setup_read_model()
+    return app

@@ -1,0 +1,391 @@
+"""The ``orders`` command line: commands, queries, the event log, projections and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import msgspec
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table as RichTable
+
+from cqrskit import (
+    Command,
+    ConcurrencyError,
+    ConfigurationError,
+    DomainError,
+    InvalidCommand,
+    StoreUnavailable,
+    StreamNotFound,
+)
+from orders import render
+from orders.app import OrdersApp, Settings, build_app
+from orders.demo import DemoNeedsEmptyStore, play_demo
+from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder, stream_id
+
+T = TypeVar("T")
+
+EXIT_REJECTED = 1  # a business rule or a concurrency conflict refused the command
+EXIT_INVALID = 2  # bad input (and typer's own usage errors)
+EXIT_UNAVAILABLE = 3  # the store cannot be reached or is misconfigured
+
+DEMO_DB = Path(".cqrskit/demo.db")
+_json = msgspec.json.Encoder(decimal_format="string")
+
+app = typer.Typer(
+    help="Orders: a CQRS + event-sourcing service built on cqrskit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+projections_app = typer.Typer(help="Inspect and rebuild the read-model projections.")
+db_app = typer.Typer(help="Database schema.")
+app.add_typer(projections_app, name="projections")
+app.add_typer(db_app, name="db")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Store URL (sqlite:///path, a plain path, postgresql://…); "
+        "default $CQRSKIT_DB or ./.cqrskit/orders.db",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    render.console().print(f"[red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_with_app(
+    db: str | None,
+    work: Callable[[OrdersApp], Awaitable[T]],
+    *,
+    settings: Settings | None = None,
+) -> T:
+    """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit."""
+
+    async def main() -> T:
+        orders_app = await build_app(settings or Settings.from_env(db_url=db))
+        try:
+            return await work(orders_app)
+        finally:
+            await orders_app.close()
+
+    try:
+        return asyncio.run(main())
+    except (DomainError, StreamNotFound, ConcurrencyError, DemoNeedsEmptyStore) as error:
+        _fail(str(error), EXIT_REJECTED)
+    except InvalidCommand as error:
+        _fail(str(error), EXIT_INVALID)
+    except (StoreUnavailable, ConfigurationError) as error:
+        _fail(str(error), EXIT_UNAVAILABLE)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(_json.encode(value).decode())
+
+
+def parse_item(spec: str) -> LineItem:
+    """``NAME:PRICE:QUANTITY`` (e.g. ``Laptop:999.00:1``) as a line item."""
+    try:
+        name, price, quantity = spec.rsplit(":", 2)
+        return LineItem(name=name, price=Decimal(price), quantity=int(quantity))
+    except (ValueError, InvalidOperation):
+        _fail(f"item {spec!r} is not NAME:PRICE:QUANTITY (e.g. Laptop:999.00:1)", EXIT_INVALID)
+
+
+def _send(db: str | None, build: Callable[[], Command], as_json: bool) -> None:
+    try:
+        command = build()
+    except InvalidCommand as error:
+        _fail(str(error), EXIT_INVALID)
+
+    async def work(orders_app: OrdersApp) -> None:
+        result = await orders_app.commands.handle(command)
+        if as_json:
+            _print_json(
+                {
+                    "stream_id": result.stream_id,
+                    "version": result.version,
+                    "position": result.position,
+                    "events": [
+                        {"type": event.event_type, "data": event} for event in result.events
+                    ],
+                }
+            )
+            return
+        out = render.console()
+        out.print(f"[green]ok[/] {command.command_type} → {result.stream_id} v{result.version}")
+        out.print(render.produced_events_table(result.events))
+
+    run_with_app(db, work)
+
+
+@app.command("create-order")
+def create_order(
+    order_id: Annotated[str, typer.Argument(help="The new order's id, e.g. ORD-001.")],
+    customer: Annotated[str, typer.Option("--customer", "-c", help="Customer id.")],
+    item: Annotated[
+        list[str] | None,
+        typer.Option("--item", "-i", help="NAME:PRICE:QUANTITY, repeatable."),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a draft order."""
+    items = tuple(parse_item(spec) for spec in item or ())
+    _send(db, lambda: CreateOrder(order_id=order_id, customer_id=customer, items=items), as_json)
+
+
+@app.command("add-item")
+def add_item(
+    order_id: str,
+    name: Annotated[str, typer.Option("--name", help="Item name.")],
+    price: Annotated[str, typer.Option("--price", help="Unit price, e.g. 79.00.")],
+    quantity: Annotated[int, typer.Option("--quantity", "-q", help="Quantity.")] = 1,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add an item to a draft order."""
+    try:
+        unit_price = Decimal(price)
+    except InvalidOperation:
+        _fail(f"price {price!r} is not a decimal number", EXIT_INVALID)
+    line = LineItem(name=name, price=unit_price, quantity=quantity)
+    _send(db, lambda: AddItem(order_id=order_id, item=line), as_json)
+
+
+@app.command()
+def submit(order_id: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Submit a draft order."""
+    _send(db, lambda: SubmitOrder(order_id=order_id), as_json)
+
+
+@app.command("order")
+def show_order(
+    order_id: str,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one order from the read model."""
+
+    async def work(orders_app: OrdersApp) -> None:
+        await orders_app.catch_up()
+        order = await orders_app.queries.get_order(order_id)
+        if order is None:
+            _fail(f"order {order_id!r} not found", EXIT_REJECTED)
+        if as_json:
+            _print_json(order)
+        else:
+            render.console().print(render.order_table(order))
+
+    run_with_app(db, work)
+
+
+@app.command("orders")
+def list_orders(
+    customer: Annotated[str | None, typer.Option("--customer", "-c")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="draft or submitted")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="From a previous page.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List a customer's orders (--customer) or the orders in a status (--status)."""
+    if (customer is None) == (status is None):
+        _fail("give exactly one of --customer or --status", EXIT_INVALID)
+    if status is not None and status not in ("draft", "submitted"):
+        _fail(f"status must be draft or submitted, got {status!r}", EXIT_INVALID)
+
+    async def work(orders_app: OrdersApp) -> None:
+        await orders_app.catch_up()
+        queries = orders_app.queries
+        if customer is not None:
+            page = await queries.orders_by_customer(customer, limit=limit, cursor=cursor)
+            title = f"Orders for {customer}"
+        else:
+            assert status is not None
+            page = await queries.orders_by_status(status, limit=limit, cursor=cursor)
+            title = f"Orders in status {status}"
+        if as_json:
+            _print_json(page)
+            return
+        out = render.console()
+        out.print(render.orders_table(title, page.orders))
+        if page.next_cursor:
+            out.print(f"more: --cursor {page.next_cursor}")
+
+    run_with_app(db, work)
+
+
+@app.command()
+def stats(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Dashboard and daily stats."""
+
+    async def work(orders_app: OrdersApp) -> None:
+        await orders_app.catch_up()
+        dashboard = await orders_app.queries.dashboard_stats()
+        daily = await orders_app.queries.daily_stats()
+        if as_json:
+            _print_json({"dashboard": dashboard, "daily": daily})
+            return
+        out = render.console()
+        out.print(render.dashboard_table(dashboard))
+        out.print(render.daily_table(daily))
+
+    run_with_app(db, work)
+
+
+@app.command()
+def events(
+    order_id: Annotated[
+        str | None, typer.Argument(help="One order's stream; all if omitted.")
+    ] = None,
+    after: Annotated[int, typer.Option("--after", help="Global position to start after.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the event log: one order's stream, or every event in global order."""
+
+    async def work(orders_app: OrdersApp) -> None:
+        store = orders_app.backend.events
+        if order_id is not None:
+            found = await store.read_stream(stream_id(order_id), limit=limit)
+            if not found:
+                _fail(f"order {order_id!r} not found", EXIT_REJECTED)
+            title = f"Events of order {order_id}"
+        else:
+            found = await store.read_all(after, limit)
+            title = "All events (global order)"
+        if as_json:
+            _print_json(
+                [
+                    {
+                        "event_id": str(event.event_id),
+                        "stream_id": event.stream_id,
+                        "version": event.stream_version,
+                        "position": event.position,
+                        "type": event.event_type,
+                        "recorded_at": event.recorded_at,
+                        "data": msgspec.json.decode(event.data),
+                    }
+                    for event in found
+                ]
+            )
+            return
+        render.console().print(render.events_table(title, found))
+
+    run_with_app(db, work)
+
+
+@app.command()
+def demo(db: DbOption = None) -> None:
+    """Play the seed's demonstration on a fresh database (default ./.cqrskit/demo.db)."""
+    settings = Settings.from_env(db_url=db)
+    if db is None and "CQRSKIT_DB" not in os.environ:
+        DEMO_DB.parent.mkdir(parents=True, exist_ok=True)
+        for stale in DEMO_DB.parent.glob(f"{DEMO_DB.stem}.*"):
+            stale.unlink()
+        settings = Settings(db_url=f"sqlite:///{DEMO_DB}")
+    run_with_app(
+        None, lambda orders_app: play_demo(orders_app, render.console()), settings=settings
+    )
+
+
+@projections_app.command("status")
+def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Each projection's checkpoint and how far it is behind the event store."""
+
+    async def work(orders_app: OrdersApp) -> list[dict[str, Any]]:
+        head = await orders_app.backend.events.head_position()
+        rows = []
+        for runner in orders_app.runners:
+            position = await orders_app.backend.read.checkpoint(runner.projection.name)
+            rows.append({"projection": runner.projection.name, "position": position, "head": head})
+        return rows
+
+    rows = run_with_app(db, work)
+    if as_json:
+        _print_json(rows)
+        return
+    table = RichTable(title="Projections", title_justify="left")
+    for column in ("projection", "checkpoint", "head", "behind"):
+        table.add_column(column, justify="left" if column == "projection" else "right")
+    for row in rows:
+        behind = "up to date" if row["position"] >= row["head"] else "yes"
+        table.add_row(row["projection"], str(row["position"]), str(row["head"]), behind)
+    render.console().print(table)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str | None, typer.Argument(help="One projection; all if omitted.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Empty the read model and replay every event into it, with a progress bar."""
+
+    async def work(orders_app: OrdersApp) -> None:
+        runners = [r for r in orders_app.runners if name in (None, r.projection.name)]
+        if not runners:
+            known = ", ".join(r.projection.name for r in orders_app.runners)
+            _fail(f"no projection named {name!r} (known: {known})", EXIT_INVALID)
+        head = await orders_app.backend.events.head_position()
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=render.console()) as progress:
+            for runner in runners:
+                task = progress.add_task(runner.projection.name, total=head or 1)
+
+                async def advance(position: int, task: TaskID = task) -> None:
+                    progress.update(task, completed=min(position, head))
+
+                await runner.rebuild(on_batch=advance)
+                progress.update(task, completed=head or 1)
+
+    run_with_app(db, work)
+
+
+@db_app.command("migrate")
+def db_migrate(db: DbOption = None) -> None:
+    """Create or upgrade the schema of the event store and read model (idempotent)."""
+
+    async def work(orders_app: OrdersApp) -> str:
+        return orders_app.settings.db_url
+
+    url = run_with_app(db, work)
+    render.console().print(f"[green]ok[/] schema is up to date: {redact(url)}")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def main() -> None:
+    """Entry point of the ``orders`` command."""
+    app()

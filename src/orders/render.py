@@ -1,0 +1,106 @@
+"""Terminal rendering of commands, events and read-model views (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from cqrskit import Event, RecordedEvent
+from orders.money import format_amount
+from orders.queries import DailyStats, DashboardStats, OrderView
+
+
+def _event_payload(event: Event) -> str:
+    return msgspec.json.encode(event).decode()
+
+
+def events_table(title: str, events: Iterable[RecordedEvent]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("position", "stream", "version", "type", "recorded at (UTC)", "data"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        table.add_row(
+            str(event.position),
+            event.stream_id,
+            str(event.stream_version),
+            event.event_type,
+            event.recorded_at.isoformat(timespec="milliseconds"),
+            event.data.decode(),
+        )
+    return table
+
+
+def produced_events_table(events: Sequence[Event]) -> Table:
+    table = Table(show_header=True, box=None, padding=(0, 2))
+    table.add_column("event", style="green")
+    table.add_column("data", overflow="fold")
+    for event in events:
+        table.add_row(event.event_type, _event_payload(event))
+    return table
+
+
+def order_table(order: OrderView) -> Table:
+    table = Table(title=f"Order {order.order_id}", title_justify="left")
+    table.add_column("item")
+    table.add_column("price", justify="right")
+    table.add_column("qty", justify="right")
+    table.add_column("amount", justify="right")
+    for line in order.items:
+        table.add_row(
+            line.name,
+            format_amount(line.price),
+            str(line.quantity),
+            format_amount(line.price * line.quantity),
+        )
+    created = order.created_at.isoformat(timespec="seconds")
+    submitted = order.submitted_at.isoformat(timespec="seconds") if order.submitted_at else "-"
+    table.caption = (
+        f"customer {order.customer_id} · status {order.status} · {order.item_count} items · "
+        f"total {format_amount(order.total)} · created {created} · submitted {submitted}"
+    )
+    return table
+
+
+def orders_table(title: str, orders: Iterable[OrderView]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("order", "customer", "status", "items", "total", "created at (UTC)"):
+        table.add_column(column, justify="right" if column in ("items", "total") else "left")
+    for order in orders:
+        table.add_row(
+            order.order_id,
+            order.customer_id,
+            order.status,
+            str(order.item_count),
+            format_amount(order.total),
+            order.created_at.isoformat(timespec="seconds"),
+        )
+    return table
+
+
+def dashboard_table(stats: DashboardStats) -> Table:
+    table = Table(title="Dashboard stats", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("total orders", str(stats.total_orders))
+    table.add_row("total revenue", format_amount(stats.total_revenue))
+    table.add_row("draft orders", str(stats.draft_orders))
+    table.add_row("submitted orders", str(stats.submitted_orders))
+    table.add_row("average order value", format_amount(stats.average_order_value))
+    return table
+
+
+def daily_table(days: Iterable[DailyStats]) -> Table:
+    table = Table(title="Daily stats (by UTC submit date)", title_justify="left")
+    table.add_column("date")
+    table.add_column("orders", justify="right")
+    table.add_column("revenue", justify="right")
+    for day in days:
+        table.add_row(day.date, str(day.count), format_amount(day.revenue))
+    return table
+
+
+def console() -> Console:
+    return Console(highlight=False)
