@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/orders serve
+
+# Benchmarks against the eventsourcing library: quick sizes; `make bench FULL=1` for the full run.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks $(if $(FULL),--full,)
 
 clean:
 	rm -rf $(VENV) .cqrskit .pytest_cache .mypy_cache .ruff_cache

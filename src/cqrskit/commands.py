@@ -15,6 +15,7 @@ from cqrskit.codec import EventCodec
 from cqrskit.decider import Decider
 from cqrskit.errors import (
     ConcurrencyError,
+    DomainError,
     DuplicateIdempotencyKey,
     IdempotencyKeyReused,
     StreamNotFound,
@@ -125,6 +126,15 @@ class CommandHandler:
             earlier = await self._store.find_idempotent_result(idempotency.key)
             assert earlier is not None, "a duplicate key must be readable once committed"
             return _replay(earlier, idempotency)
+        except (DomainError, ConcurrencyError):
+            # A concurrent request with the same key may have committed after our first
+            # look-up: our append then conflicts, or the refreshed state refuses the command
+            # (e.g. "order already exists"). That is a retry of a success, not a failure.
+            if idempotency is not None:
+                earlier = await self._store.find_idempotent_result(idempotency.key)
+                if earlier is not None:
+                    return _replay(earlier, idempotency)
+            raise
 
     async def _decide_and_append(
         self,

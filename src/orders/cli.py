@@ -386,6 +386,39 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}"
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    db: DbOption = None,
+    no_projections: Annotated[
+        bool,
+        typer.Option(
+            "--no-projections", help="Only serve; run the projections with `orders project`."
+        ),
+    ] = False,
+) -> None:
+    """Run the HTTP service (docs at /docs) until SIGINT/SIGTERM; projections run beside it."""
+    from orders.http import server  # the web stack is loaded only to serve
+
+    server.configure_logging()
+    run_with_app(
+        db,
+        lambda orders_app: server.serve(
+            orders_app, host=host, port=port, run_projections=not no_projections
+        ),
+    )
+
+
+@app.command()
+def project(db: DbOption = None) -> None:
+    """Run the projections as a separate worker until SIGINT/SIGTERM (serve --no-projections)."""
+    from orders.http import server
+
+    server.configure_logging()
+    run_with_app(db, server.project)
+
+
 def main() -> None:
     """Entry point of the ``orders`` command."""
     app()

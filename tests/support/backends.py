@@ -6,7 +6,7 @@ import pytest
 
 from cqrskit.backends import Backend, open_backend
 
-BACKEND_NAMES = ["memory"]
+BACKEND_NAMES = ["memory", "sqlite", "postgres"]
 
 
 async def open_test_backend(
@@ -14,4 +14,10 @@ async def open_test_backend(
 ) -> Backend:
     if name == "memory":
         return await open_backend("memory://")
+    if name == "sqlite":
+        return await open_backend(f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'events.db'}")
+    if name == "postgres":
+        from tests.support.postgres import open_postgres_backend
+
+        return await open_postgres_backend(request)
     raise ValueError(f"unknown test backend {name!r}")

@@ -1,0 +1,98 @@
+"""Sizes of each benchmark run, and the figures with their targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmarks.measure import Figure
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each figure does. ``orders`` means orders of three commands/events."""
+
+    name: str
+    orders_1: int  # commands/s with one client
+    orders_64: int  # commands/s with 64 clients
+    clients: int
+    batches: int  # 100-event batches appended
+    build_orders: int  # store size for the projection build, load and query figures
+    latency_samples: int  # order loads and queries of each kind
+    lag_rate: float  # commands per second
+    lag_seconds: float
+    peak_events: int  # events rebuilt in the memory-peak process
+    http_seconds: float  # per HTTP scenario
+    http_connections: int
+
+
+QUICK = Sizes("quick", 300, 640, 64, 100, 1000, 500, 1000.0, 3.0, 100_000, 4.0, 32)
+FULL = Sizes("full", 2000, 6400, 64, 1000, 10_000, 5000, 1000.0, 15.0, 1_000_000, 15.0, 64)
+TINY = Sizes("tiny", 20, 128, 64, 5, 60, 30, 200.0, 0.5, 3000, 1.0, 4)
+PRESETS = {sizes.name: sizes for sizes in (QUICK, FULL, TINY)}
+
+BACKENDS = ("memory", "sqlite", "postgres")
+QUERIES = ("get_order", "orders_by_customer", "orders_by_status", "daily_stats", "dashboard_stats")
+
+_SQLITE_200US = (("max", 200.0, "sqlite"),)
+
+
+def _figures() -> list[Figure]:
+    figures = [
+        Figure(
+            "commands_1",
+            "commands/s, 1 client",
+            "cmd/s",
+            True,
+            (("ratio", 3.0, "sqlite"), ("ratio", 3.0, "postgres")),
+        ),
+        Figure(
+            "commands_64",
+            "commands/s, 64 clients",
+            "cmd/s",
+            True,
+            (("ratio", 20.0, "sqlite"), ("ratio", 30.0, "postgres")),
+        ),
+        Figure("batch_append", "events/s appended (100-event batches)", "ev/s", True),
+        Figure(
+            "projection_build",
+            "projection build from zero",
+            "ev/s",
+            True,
+            (("ratio", 50.0, "sqlite"), ("ratio", 50.0, "postgres"), ("min", 100_000.0, "sqlite")),
+        ),
+        Figure("load_p50", "order load p50 (cold)", "µs", False),
+        Figure("load_p99", "order load p99 (cold)", "µs", False, _SQLITE_200US),
+    ]
+    for query in QUERIES:
+        figures.append(Figure(f"query_{query}_p50", f"{query} p50", "µs", False))
+        figures.append(Figure(f"query_{query}_p99", f"{query} p99", "µs", False, _SQLITE_200US))
+    figures += [
+        Figure("lag_p50", "lag p50 (ack → read model)", "ms", False),
+        Figure(
+            "lag_p99",
+            "lag p99 (ack → read model)",
+            "ms",
+            False,
+            (("max", 50.0, "sqlite"), ("max", 50.0, "postgres"), ("max", 50.0, "memory")),
+        ),
+        Figure("lag_rate", "lag run: commands/s achieved", "cmd/s", True),
+        Figure(
+            "rebuild_peak_mb",
+            "rebuild memory peak (RSS)",
+            "MB",
+            False,
+            (("max", 200.0, "sqlite"), ("max", 200.0, "postgres")),
+        ),
+        Figure("rebuild_rate", "rebuild in that process", "ev/s", True),
+        Figure("http_command_rps", "HTTP command requests/s", "req/s", True),
+        Figure("http_command_p50", "HTTP command p50", "ms", False),
+        Figure("http_command_p99", "HTTP command p99", "ms", False),
+        Figure("http_query_rps", "HTTP query requests/s", "req/s", True),
+        Figure("http_query_p50", "HTTP query p50", "ms", False),
+        Figure("http_query_p99", "HTTP query p99", "ms", False),
+    ]
+    return figures
+
+
+FIGURES = _figures()
+FIGURES_BY_KEY = {figure.key: figure for figure in FIGURES}

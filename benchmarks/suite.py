@@ -1,0 +1,266 @@
+"""Runs every figure on every backend, both sides, and collects verified measurements.
+
+A figure whose run raises (including a failed verification) is recorded as not verified,
+with the error as its note; the suite goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks import cqrskit_bench as cq
+from benchmarks import es_bench as es
+from benchmarks import lag
+from benchmarks import workload as w
+from benchmarks.baseline import durable_commits_per_second
+from benchmarks.config import QUERIES, Sizes
+from benchmarks.databases import Database, Databases
+from benchmarks.measure import Measurement, percentile
+
+ES_BACKENDS = ("sqlite", "postgres")
+
+
+class Suite:
+    def __init__(
+        self, sizes: Sizes, backends: Iterable[str], dbs: Databases, console: Console
+    ) -> None:
+        self.sizes = sizes
+        self.backends = tuple(backends)
+        self.dbs = dbs
+        self.console = console
+        self.measurements: list[Measurement] = []
+        self.http: Callable[[Suite, str], None] | None = None
+        #: raw durable commits/s per backend, at the start and the end of the run
+        self.baseline: dict[str, list[float]] = {}
+
+    # -- recording --
+
+    def record(self, figure: str, backend: str, side: str, value: float, **extra: Any) -> None:
+        samples = int(extra.pop("samples", 0))
+        note = str(extra.pop("note", ""))
+        self.measurements.append(
+            Measurement(figure, backend, side, value, True, samples, note, extra)
+        )
+
+    def record_latencies(
+        self, prefix: str, backend: str, side: str, values: list[float], scale: float = 1.0
+    ) -> None:
+        for q in (50, 99):
+            value = percentile(values, q) * scale
+            self.record(f"{prefix}_p{q}", backend, side, value, samples=len(values))
+
+    def section(
+        self, title: str, figures: list[str], backend: str, side: str, body: Callable[[], None]
+    ) -> None:
+        """Run ``body``; if it raises, record ``figures`` as failed with the error."""
+        self.console.log(f"[bold]{backend}[/] · {side} · {title}")
+        start = time.perf_counter()
+        try:
+            body()
+        except Exception as error:
+            self.console.log(f"[red]  failed: {error!r}")
+            detail = "".join(traceback.format_exception_only(error)).strip()
+            for figure in figures:
+                self.measurements.append(
+                    Measurement(figure, backend, side, None, False, 0, f"failed: {detail}")
+                )
+        self.console.log(f"  {time.perf_counter() - start:.1f}s")
+
+    # -- the figures --
+
+    def measure_baseline(self) -> None:
+        for backend in self.backends:
+            if backend != "memory":
+                db = self.fresh(backend, "raw")
+                self.baseline.setdefault(backend, []).append(durable_commits_per_second(db))
+                self.dbs.drop(db)
+
+    def run(self) -> list[Measurement]:
+        self.measure_baseline()
+        for backend in self.backends:
+            sides = ("cqrskit", "eventsourcing") if backend in ES_BACKENDS else ("cqrskit",)
+            for side in sides:
+                self._commands(backend, side, 1, "commands_1", self.sizes.orders_1)
+                self._commands(
+                    backend, side, self.sizes.clients, "commands_64", self.sizes.orders_64
+                )
+            for side in sides:
+                self._batch_append(backend, side)
+            for side in sides:
+                self._read_side(backend, side)
+            for side in sides:
+                self._lag(backend, side)
+            if backend != "memory":
+                self._rebuild_peak(backend)
+                if self.http is not None:
+                    self.http(self, backend)
+        self.measure_baseline()
+        return self.measurements
+
+    def fresh(self, backend: str, label: str) -> Database:
+        return self.dbs.fresh(backend, label)
+
+    def _commands(self, backend: str, side: str, clients: int, key: str, orders: int) -> None:
+        def body() -> None:
+            db = self.fresh(backend, key)
+            if side == "cqrskit":
+                value, count = asyncio.run(cq.commands(db, orders, clients))
+            else:
+                value, count = es.commands(db, orders, clients)
+            self.dbs.drop(db)
+            self.record(key, backend, side, value, samples=count)
+
+        self.section(f"{clients} client(s)", [key], backend, side, body)
+
+    def _batch_append(self, backend: str, side: str) -> None:
+        def body() -> None:
+            db = self.fresh(backend, "batch")
+            batches = self.sizes.batches
+            if side == "cqrskit":
+                value = asyncio.run(cq.batch_append(db, batches))
+            else:
+                value = es.batch_append(db, batches)
+            self.dbs.drop(db)
+            self.record("batch_append", backend, side, value, samples=batches * 100)
+
+        self.section("batch append", ["batch_append"], backend, side, body)
+
+    def _read_side(self, backend: str, side: str) -> None:
+        figures = ["projection_build", "load_p50", "load_p99"] + [
+            f"query_{q}_p{p}" for q in QUERIES for p in (50, 99)
+        ]
+        orders = self.sizes.build_orders
+        expected = w.Expected.for_orders(orders)
+        step = max(1, orders // self.sizes.latency_samples)
+        sample = [i % orders for i in range(0, self.sizes.latency_samples * step, step)]
+
+        def body() -> None:
+            db = self.fresh(backend, "read")
+            if side == "cqrskit":
+                asyncio.run(self._cqrskit_read_side(db, backend, orders, expected, sample))
+            else:
+                self._es_read_side(db, backend, orders, expected, sample)
+            self.dbs.drop(db)
+
+        self.section("projection build, loads, queries", figures, backend, side, body)
+
+    async def _cqrskit_read_side(
+        self, db: Database, backend: str, orders: int, expected: w.Expected, sample: list[int]
+    ) -> None:
+        app = await cq.open_app(db)
+        try:
+            if backend == "memory":  # the memory store lives in the app: fill it in place
+                await cq.prefill_app(app, orders)
+            else:
+                await app.close()
+                await cq.prefill(db, orders)
+                app = await cq.open_app(db)
+            seconds = await cq.projection_build(app)
+            await cq.verify_read_model(app, expected, sample[:50])
+            self.record(
+                "projection_build",
+                backend,
+                "cqrskit",
+                expected.events / seconds,
+                samples=expected.events,
+            )
+            loads = await cq.load_latencies(app, sample)
+            self.record_latencies("load", backend, "cqrskit", loads)
+            queries = await cq.query_latencies(app, orders, self.sizes.latency_samples)
+            for name, values in queries.items():
+                self.record_latencies(f"query_{name}", backend, "cqrskit", values)
+        finally:
+            await app.close()
+
+    def _es_read_side(
+        self, db: Database, backend: str, orders: int, expected: w.Expected, sample: list[int]
+    ) -> None:
+        last = es.prefill(db, orders)
+        seconds = es.projection_build(db, last, timeout=1800)
+        view = es.open_view(db)
+        es.verify_view(view, expected, sample[:50])
+        self.record(
+            "projection_build",
+            backend,
+            "eventsourcing",
+            expected.events / seconds,
+            samples=expected.events,
+        )
+        loads = es.load_latencies(db, sample)
+        self.record_latencies("load", backend, "eventsourcing", loads)
+        queries = es.query_latencies(db, orders, self.sizes.latency_samples)
+        for name, values in queries.items():
+            self.record_latencies(f"query_{name}", backend, "eventsourcing", values)
+
+    def _lag(self, backend: str, side: str) -> None:
+        rate, seconds = self.sizes.lag_rate, self.sizes.lag_seconds
+
+        def body() -> None:
+            db = self.fresh(backend, "lag")
+            if side == "cqrskit":
+                result = asyncio.run(lag.cqrskit_lag(db, rate, seconds))
+            else:
+                result = lag.es_lag(db, rate, seconds)
+            self.dbs.drop(db)
+            self.record_latencies("lag", backend, side, result.lags_ms)
+            self.record(
+                "lag_rate",
+                backend,
+                side,
+                result.achieved_rate,
+                samples=result.commands,
+                note=f"offered {rate:.0f}/s",
+            )
+
+        self.section(
+            f"lag at {rate:.0f} commands/s", ["lag_p50", "lag_p99", "lag_rate"], backend, side, body
+        )
+
+    def _rebuild_peak(self, backend: str) -> None:
+        orders = -(-self.sizes.peak_events // w.COMMANDS_PER_ORDER)
+
+        def body() -> None:
+            db = self.fresh(backend, "peak")
+            asyncio.run(cq.prefill(db, orders))
+            child = subprocess.run(
+                [sys.executable, "-m", "benchmarks.rebuild_peak", db.url, str(orders)],
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                check=False,
+            )
+            if child.returncode != 0:
+                raise RuntimeError(f"rebuild process failed: {child.stderr[-2000:]}")
+            report = json.loads(child.stdout.strip().splitlines()[-1])
+            self.dbs.drop(db)
+            events = report["events"]
+            note = f"{events:,} events; RSS before rebuild {report['baseline_mb']:.0f} MB"
+            self.record(
+                "rebuild_peak_mb",
+                backend,
+                "cqrskit",
+                report["peak_mb"],
+                samples=events,
+                note=note,
+                baseline_mb=report["baseline_mb"],
+            )
+            self.record(
+                "rebuild_rate", backend, "cqrskit", events / report["seconds"], samples=events
+            )
+
+        self.section(
+            f"rebuild memory peak ({orders * 3:,} events)",
+            ["rebuild_peak_mb", "rebuild_rate"],
+            backend,
+            "cqrskit",
+            body,
+        )

@@ -1,0 +1,54 @@
+"""The PostgreSQL backend: event store, read store and schema migrations (psycopg 3).
+
+Open it by URL with :func:`cqrskit.backends.open_backend` (``postgresql://user@host/db``);
+:func:`open_backend` here does the same, and :func:`migrate` creates or upgrades the schema on
+its own (``orders db migrate``). Tables go into the first schema of the connection's
+``search_path`` (choose one with ``?options=-csearch_path%3Dmyschema``).
+
+The global order is gap-safe under any number of concurrent writers: see
+``docs/postgres-ordering.md``. Requires PostgreSQL 13 or later (``xid8``).
+"""
+
+from __future__ import annotations
+
+from cqrskit.backends import Backend
+from cqrskit.postgres._appends import APPEND_SQL, append_params
+from cqrskit.postgres._common import (
+    MAX_EVENTS_PER_TRANSACTION,
+    decode_position,
+    encode_position,
+)
+from cqrskit.postgres._events import PostgresEventStore
+from cqrskit.postgres._read import PostgresReadStore
+from cqrskit.postgres._schema import LATEST_VERSION, MIGRATIONS, Migration, migrate
+
+__all__ = [
+    "APPEND_SQL",
+    "LATEST_VERSION",
+    "MAX_EVENTS_PER_TRANSACTION",
+    "MIGRATIONS",
+    "Migration",
+    "PostgresEventStore",
+    "PostgresReadStore",
+    "append_params",
+    "decode_position",
+    "encode_position",
+    "migrate",
+    "open_backend",
+]
+
+
+async def open_backend(url: str) -> Backend:
+    """Migrate the database at ``url`` if needed and open its event store and read store.
+
+    Raises :class:`~cqrskit.StoreUnavailable` (with the host and database, never the password)
+    when the server cannot be reached, refuses the login or lacks privileges.
+    """
+    await migrate(url)
+    events = await PostgresEventStore.open(url)
+    try:
+        read = await PostgresReadStore.open(url)
+    except BaseException:
+        await events.close()
+        raise
+    return Backend(url, events, read)

@@ -1,0 +1,80 @@
+"""One structured log line per request, and the JSON log format.
+
+Routes add what they know (order id, command, outcome) to ``scope["orders.log"]``; the
+middleware adds method, path, status and latency and logs one record on the ``orders.http.access``
+logger with those fields as ``record.http``. :class:`JsonFormatter` prints any record as one JSON
+object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orders.http.metrics import Metrics
+
+access_log = logging.getLogger("orders.http.access")
+
+
+class RequestLog:
+    """ASGI middleware: time each HTTP request, log it, and count it in the metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fields: dict[str, Any] = {}
+        scope["orders.log"] = fields
+        status = 500  # what the client sees if the app fails before it starts a response
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "<unmatched>")
+            order_id = scope.get("path_params", {}).get("order_id")
+            if order_id is not None:
+                fields.setdefault("order_id", order_id)
+            self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+            record = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                **fields,
+                "latency_ms": round(elapsed * 1000, 3),
+            }
+            access_log.info("request", extra={"http": record})
+
+
+class JsonFormatter(logging.Formatter):
+    """Each record as one JSON line: time, level, logger, message and structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "http", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)

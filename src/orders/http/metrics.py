@@ -1,0 +1,131 @@
+"""Prometheus metrics of the service, and where the projections stand (for /metrics and /readyz).
+
+Each API instance has its own registry (several services may live in one process, e.g. tests).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from orders.app import OrdersApp
+
+#: lag in events is counted by reading at most this many unapplied events
+LAG_CAP = 10_000
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+@dataclass(frozen=True)
+class ProjectionLag:
+    """A projection's checkpoint and how far behind the event store it is."""
+
+    name: str
+    position: int
+    running: bool | None  # None: the projections run in another process
+    lag_events: int
+    lag_seconds: float
+
+
+async def projection_lags(orders_app: OrdersApp, *, in_process: bool) -> list[ProjectionLag]:
+    """Checkpoint, unapplied events (up to :data:`LAG_CAP`) and age of the oldest unapplied
+    event, for each projection. Reads checkpoints from the read store, so it is right also
+    when a separate worker runs the projections.
+
+    Positions need not be dense (PostgreSQL), so lag in events is counted, not subtracted.
+    """
+    lags = []
+    pending: dict[int, tuple[int, float]] = {}
+    for runner in orders_app.runners:
+        name = runner.projection.name
+        position = await orders_app.backend.read.checkpoint(name)
+        if position not in pending:
+            unapplied = await orders_app.backend.events.read_all(position, LAG_CAP)
+            age = time.time() - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
+            pending[position] = (len(unapplied), max(0.0, age))
+        count, age = pending[position]
+        running = (runner.status.running and orders_app.projections_running) if in_process else None
+        lags.append(ProjectionLag(name, position, running, count, age))
+    return lags
+
+
+class _RetriesCollector(Collector):
+    def __init__(self, orders_app: OrdersApp) -> None:
+        self._app = orders_app
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "cqrskit_command_retries",
+            "Commands decided again after a concurrency conflict (optimistic concurrency).",
+        )
+        family.add_metric([], self._app.commands.retries)
+        yield family
+
+
+class Metrics:
+    """The service's Prometheus metrics."""
+
+    def __init__(self, orders_app: OrdersApp) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.commands = Counter(
+            "orders_commands",
+            "Commands handled, by type and outcome (ok, replayed, or the problem type).",
+            ["command", "outcome"],
+            registry=registry,
+        )
+        self.command_seconds = Histogram(
+            "orders_command_duration_seconds",
+            "Time to handle a command: state (cached), decide, append and commit.",
+            ["command"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Histogram(
+            "orders_http_request_duration_seconds",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.position = Gauge(
+            "cqrskit_projection_position",
+            "Checkpoint (global position) of each projection.",
+            ["projection"],
+            registry=registry,
+        )
+        self.lag_events = Gauge(
+            "cqrskit_projection_lag_events",
+            f"Events not yet applied by each projection (counted up to {LAG_CAP}).",
+            ["projection"],
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            "cqrskit_projection_lag_seconds",
+            "Age of the oldest event a projection has not applied yet (0 when caught up).",
+            ["projection"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            "cqrskit_projection_running",
+            "1 when the projection runs in this process, 0 when stopped (absent: external).",
+            ["projection"],
+            registry=registry,
+        )
+        registry.register(_RetriesCollector(orders_app))
+
+    def observe_projections(self, lags: list[ProjectionLag]) -> None:
+        for lag in lags:
+            self.position.labels(lag.name).set(lag.position)
+            self.lag_events.labels(lag.name).set(lag.lag_events)
+            self.lag_seconds.labels(lag.name).set(lag.lag_seconds)
+            if lag.running is not None:
+                self.running.labels(lag.name).set(1 if lag.running else 0)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,200 @@
+"""Query routes, served from the read model (waiting for a consistency token when given), and
+an order's event stream from the event store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from fastapi import APIRouter, Path, Query, Request
+
+from orders.domain import stream_id
+from orders.http import models
+from orders.http.jsonbody import DecimalJSONRoute
+from orders.http.problems import ConsistencyTimeout, OrderNotFound
+from orders.http.service import (
+    QUERY_ERRORS,
+    ConsistencyToken,
+    OrderIdPath,
+    Service,
+    ServiceDep,
+    log_order,
+    problem_responses,
+)
+from orders.money import format_amount
+from orders.queries import MAX_PAGE, OrderView
+
+router = APIRouter(route_class=DecimalJSONRoute)
+
+
+async def _read_your_writes(service: Service, token: str | None) -> None:
+    """With a Consistency-Token, wait (bounded) until the read model includes that write.
+
+    Called first thing in a query's body, so a request with bad parameters never waits.
+    """
+    if token is None:
+        return
+    timeout = service.app.settings.consistency_timeout
+    if not await service.app.wait_for_position(int(token), timeout):
+        raise ConsistencyTimeout(token, timeout)
+
+
+def _order_out(view: OrderView) -> models.OrderOut:
+    return models.OrderOut(
+        order_id=view.order_id,
+        customer_id=view.customer_id,
+        status=view.status,
+        items=[
+            models.ItemOut(name=i.name, price=format_amount(i.price), quantity=i.quantity)
+            for i in view.items
+        ],
+        total=format_amount(view.total),
+        item_count=view.item_count,
+        created_at=view.created_at,
+        submitted_at=view.submitted_at,
+    )
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="orders per page")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=400, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor of a page"),
+]
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=models.OrderOut,
+    responses=problem_responses(404, 422, 503, 504),
+    tags=["queries"],
+)
+async def get_order(
+    order_id: OrderIdPath, service: ServiceDep, request: Request, token: ConsistencyToken = None
+) -> models.OrderOut:
+    """One order, from the read model."""
+    log_order(request, order_id)
+    await _read_your_writes(service, token)
+    view = await service.app.queries.get_order(order_id)
+    if view is None:
+        raise OrderNotFound(order_id)
+    return _order_out(view)
+
+
+@router.get(
+    "/customers/{customer_id}/orders",
+    response_model=models.OrderPageOut,
+    responses=QUERY_ERRORS,
+    tags=["queries"],
+)
+async def orders_by_customer(
+    customer_id: Annotated[str, Path(max_length=models.MAX_TEXT, pattern=models.TEXT_PATTERN)],
+    service: ServiceDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    token: ConsistencyToken = None,
+) -> models.OrderPageOut:
+    """A customer's orders, oldest first, one page at a time."""
+    await _read_your_writes(service, token)
+    page = await service.app.queries.orders_by_customer(customer_id, limit=limit, cursor=cursor)
+    return models.OrderPageOut(
+        orders=[_order_out(v) for v in page.orders], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/orders",
+    response_model=models.OrderPageOut,
+    responses=QUERY_ERRORS,
+    tags=["queries"],
+)
+async def orders_by_status(
+    status: Annotated[Literal["draft", "submitted"], Query()],
+    service: ServiceDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    token: ConsistencyToken = None,
+) -> models.OrderPageOut:
+    """The orders in a status, oldest first, one page at a time."""
+    await _read_your_writes(service, token)
+    page = await service.app.queries.orders_by_status(status, limit=limit, cursor=cursor)
+    return models.OrderPageOut(
+        orders=[_order_out(v) for v in page.orders], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/stats/dashboard",
+    response_model=models.DashboardOut,
+    responses=QUERY_ERRORS,
+    tags=["queries"],
+)
+async def dashboard_stats(
+    service: ServiceDep, token: ConsistencyToken = None
+) -> models.DashboardOut:
+    """Totals over every order: count, revenue, drafts, submitted, average order value."""
+    await _read_your_writes(service, token)
+    stats = await service.app.queries.dashboard_stats()
+    return models.DashboardOut(
+        total_orders=stats.total_orders,
+        total_revenue=format_amount(stats.total_revenue),
+        draft_orders=stats.draft_orders,
+        submitted_orders=stats.submitted_orders,
+        average_order_value=format_amount(stats.average_order_value),
+    )
+
+
+@router.get(
+    "/stats/daily",
+    response_model=models.DailyStatsOut,
+    responses=QUERY_ERRORS,
+    tags=["queries"],
+)
+async def daily_stats(service: ServiceDep, token: ConsistencyToken = None) -> models.DailyStatsOut:
+    """Submitted orders and revenue per UTC day of submission."""
+    await _read_your_writes(service, token)
+    days = await service.app.queries.daily_stats()
+    return models.DailyStatsOut(
+        days=[
+            models.DayOut(date=d.date, count=d.count, revenue=format_amount(d.revenue))
+            for d in days
+        ]
+    )
+
+
+@router.get(
+    "/orders/{order_id}/events",
+    response_model=models.EventsOut,
+    responses=problem_responses(404, 422, 503),
+    tags=["audit"],
+)
+async def order_events(
+    order_id: OrderIdPath,
+    service: ServiceDep,
+    request: Request,
+    from_version: Annotated[int, Query(ge=1, le=2**31)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> models.EventsOut:
+    """The order's event stream, from the event store (always current: no token needed)."""
+    log_order(request, order_id)
+    found = await service.app.backend.events.read_stream(
+        stream_id(order_id), from_version=from_version, limit=limit
+    )
+    if not found and await service.app.backend.events.stream_version(stream_id(order_id)) == 0:
+        raise OrderNotFound(order_id)
+    return models.EventsOut(
+        order_id=order_id,
+        events=[
+            models.EventOut(
+                event_id=str(e.event_id),
+                stream_id=e.stream_id,
+                version=e.stream_version,
+                position=str(e.position),
+                type=e.event_type,
+                schema_version=e.schema_version,
+                recorded_at=e.recorded_at,
+                data=msgspec.json.decode(e.data),
+                metadata=msgspec.json.decode(e.metadata) if e.metadata else {},
+            )
+            for e in found
+        ],
+    )

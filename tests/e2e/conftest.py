@@ -1,0 +1,69 @@
+"""End-to-end fixtures: the HTTP service on a real uvicorn server, over each durable backend.
+
+``server`` is shared by the tests of a module (they use random ids); ``start_server`` gives a
+test its own server on a fresh database when it needs exact totals.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from orders.app import Settings
+from tests.e2e.server import ServerThread
+
+E2E_BACKENDS = ["sqlite", "postgres"]
+
+StartServer = Callable[..., ServerThread]
+
+
+def fresh_db_url(
+    name: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> str:
+    """A URL to an empty database of backend ``name``."""
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('orders') / 'orders.db'}"
+    if name == "postgres":
+        from tests.support.postgres import fresh_url
+
+        return fresh_url(request)
+    raise ValueError(f"unknown e2e backend {name!r}")
+
+
+@pytest.fixture(scope="module", params=E2E_BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def server(
+    backend_name: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerThread]:
+    running = ServerThread(
+        Settings(db_url=fresh_db_url(backend_name, tmp_path_factory, request))
+    ).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def start_server(
+    backend_name: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> StartServer:
+    def start(*, run_projections: bool = True, **settings: Any) -> ServerThread:
+        db_url = fresh_db_url(backend_name, tmp_path_factory, request)
+        running = ServerThread(Settings(db_url=db_url, **settings), run_projections)
+        # Finalizers run last-in first-out: the server stops before its database is dropped.
+        request.addfinalizer(running.start().stop)
+        return running
+
+    return start
+
+
+def new_id(prefix: str) -> str:
+    """A random id, so tests can share a database."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,89 @@
+"""A real uvicorn server for end-to-end tests, run in a background thread on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+
+from orders.app import Settings, build_app
+from orders.http.server import build_server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerThread:
+    """``orders`` served over HTTP by uvicorn in its own thread and event loop.
+
+    The test talks to it over TCP only (``url``), like any other client.
+    """
+
+    settings: Settings
+    run_projections: bool = True
+    port: int = field(default_factory=free_port)
+    error: BaseException | None = None
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self._thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not (self._server is not None and self._server.started):
+            if self.error is not None:
+                raise RuntimeError("the server failed to start") from self.error
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            assert not self._thread.is_alive(), "the server did not stop"
+        if self.error is not None:
+            raise RuntimeError("the server failed") from self.error
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)  # type: ignore[arg-type]
+
+    def async_client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:
+            self.error = error
+
+    async def _main(self) -> None:
+        orders_app = await build_app(self.settings)
+        try:
+            if self.run_projections:
+                orders_app.start_projections()
+            self._server = build_server(
+                orders_app,
+                port=self.port,
+                projections_in_process=self.run_projections,
+                graceful_timeout=10,
+            )
+            await self._server.serve()
+        finally:
+            await orders_app.close()
