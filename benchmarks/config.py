@@ -23,11 +23,12 @@ class Sizes:
     peak_events: int  # events rebuilt in the memory-peak process
     http_seconds: float  # per HTTP scenario
     http_connections: int
+    rounds: int  # of each throughput figure, the sides taking turns; the median counts
 
 
-QUICK = Sizes("quick", 300, 640, 64, 100, 1000, 500, 1000.0, 3.0, 100_000, 4.0, 32)
-FULL = Sizes("full", 2000, 6400, 64, 1000, 10_000, 5000, 1000.0, 15.0, 1_000_000, 15.0, 64)
-TINY = Sizes("tiny", 20, 128, 64, 5, 60, 30, 200.0, 0.5, 3000, 1.0, 4)
+QUICK = Sizes("quick", 300, 640, 64, 100, 1000, 500, 1000.0, 3.0, 100_000, 4.0, 32, 2)
+FULL = Sizes("full", 2000, 6400, 64, 1000, 10_000, 5000, 1000.0, 15.0, 1_000_000, 15.0, 64, 3)
+TINY = Sizes("tiny", 20, 128, 64, 5, 60, 30, 200.0, 0.5, 3000, 1.0, 4, 1)
 PRESETS = {sizes.name: sizes for sizes in (QUICK, FULL, TINY)}
 
 BACKENDS = ("memory", "sqlite", "postgres")

@@ -19,7 +19,7 @@ from benchmarks import cqrskit_bench as cq
 from benchmarks.databases import Database, databases
 
 OUT = Path(__file__).parent / "profiles"
-SCENARIOS = ("commands_1", "commands_64", "rebuild", "load", "queries")
+SCENARIOS = ("commands_1", "commands_64", "batch", "rebuild", "load", "queries")
 
 
 async def target(scenario: str, url: str, orders: int) -> None:
@@ -27,7 +27,10 @@ async def target(scenario: str, url: str, orders: int) -> None:
     db = Database("sqlite" if url.startswith("sqlite") else "postgres", url, {})
     if scenario in ("commands_1", "commands_64"):
         clients = 1 if scenario == "commands_1" else 64
-        await cq.commands(db, orders, clients)
+        await cq.commands(db, orders, clients, verify=False)
+        return
+    if scenario == "batch":
+        await cq.batch_append(db, orders // 5)
         return
     app = await cq.open_app(db)
     try:
@@ -104,7 +107,7 @@ def main() -> None:
             filled = dbs.fresh(backend, "profile")
             asyncio.run(cq.prefill(filled, args.store_orders))
             for scenario in args.scenarios.split(","):
-                fresh = scenario.startswith("commands")
+                fresh = scenario.startswith("commands") or scenario == "batch"
                 db = dbs.fresh(backend, scenario) if fresh else filled
                 orders = args.orders if fresh else args.store_orders
                 print(f"{backend} {scenario}: {record(scenario, db, orders)}", flush=True)

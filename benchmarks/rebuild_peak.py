@@ -27,13 +27,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-async def main(url: str, orders: int) -> dict[str, float]:
+async def main(url: str, orders: int) -> dict[str, object]:
     db = Database("sqlite" if url.startswith("sqlite") else "postgres", url, {})
     app = await cq.open_app(db)
     try:
         baseline = current_rss_mb()
-        seconds = await cq.projection_build(app)
         expected = w.Expected.for_orders(orders)
+        curve: list[tuple[str, int, float]] = []  # (projection, position, RSS MB) as it goes
+        every = max(1, expected.events // 10)
+
+        async def sample(position: int, name: str = "") -> None:
+            if position // every != (curve[-1][1] // every if curve else -1):
+                curve.append((name, position, round(current_rss_mb(), 1)))
+
+        start = time.perf_counter()
+        for runner in app.runners:
+            name = runner.projection.name
+            await runner.rebuild(lambda position, name=name: sample(position, name))
+        seconds = time.perf_counter() - start
         await cq.verify_read_model(app, expected, [0, orders // 2, orders - 1])
     finally:
         await app.close()
@@ -42,11 +53,11 @@ async def main(url: str, orders: int) -> dict[str, float]:
         "seconds": seconds,
         "baseline_mb": baseline,
         "peak_mb": peak_rss_mb(),
+        "rss_curve": curve,
     }
 
 
 if __name__ == "__main__":
     url, orders = sys.argv[1], int(sys.argv[2])
-    started = time.perf_counter()
     report = asyncio.run(main(url, orders))
     print(json.dumps(report))

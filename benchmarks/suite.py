@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -60,20 +61,20 @@ class Suite:
 
     def section(
         self, title: str, figures: list[str], backend: str, side: str, body: Callable[[], None]
-    ) -> None:
-        """Run ``body``; if it raises, record ``figures`` as failed with the error."""
+    ) -> str | None:
+        """Run ``body``; if it raises, record ``figures`` as failed and return the error."""
         self.console.log(f"[bold]{backend}[/] · {side} · {title}")
         start = time.perf_counter()
+        detail = None
         try:
             body()
         except Exception as error:
             self.console.log(f"[red]  failed: {error!r}")
-            detail = "".join(traceback.format_exception_only(error)).strip()
+            detail = "failed: " + "".join(traceback.format_exception_only(error)).strip()
             for figure in figures:
-                self.measurements.append(
-                    Measurement(figure, backend, side, None, False, 0, f"failed: {detail}")
-                )
+                self.measurements.append(Measurement(figure, backend, side, None, False, 0, detail))
         self.console.log(f"  {time.perf_counter() - start:.1f}s")
+        return detail
 
     # -- the figures --
 
@@ -87,14 +88,10 @@ class Suite:
     def run(self) -> list[Measurement]:
         self.measure_baseline()
         for backend in self.backends:
-            sides = ("cqrskit", "eventsourcing") if backend in ES_BACKENDS else ("cqrskit",)
-            for side in sides:
-                self._commands(backend, side, 1, "commands_1", self.sizes.orders_1)
-                self._commands(
-                    backend, side, self.sizes.clients, "commands_64", self.sizes.orders_64
-                )
-            for side in sides:
-                self._batch_append(backend, side)
+            sides = self.sides(backend)
+            self._commands(backend, 1, "commands_1", self.sizes.orders_1)
+            self._commands(backend, self.sizes.clients, "commands_64", self.sizes.orders_64)
+            self._batch_append(backend)
             for side in sides:
                 self._read_side(backend, side)
             for side in sides:
@@ -106,33 +103,75 @@ class Suite:
         self.measure_baseline()
         return self.measurements
 
+    @staticmethod
+    def sides(backend: str) -> tuple[str, ...]:
+        return ("cqrskit", "eventsourcing") if backend in ES_BACKENDS else ("cqrskit",)
+
     def fresh(self, backend: str, label: str) -> Database:
         return self.dbs.fresh(backend, label)
 
-    def _commands(self, backend: str, side: str, clients: int, key: str, orders: int) -> None:
-        def body() -> None:
-            db = self.fresh(backend, key)
+    def _throughput(
+        self,
+        backend: str,
+        key: str,
+        title: str,
+        run: Callable[[Database, str], tuple[float, int]],
+    ) -> None:
+        """Measure ``key`` in ``sizes.rounds`` rounds, the sides taking turns (so that both
+        see the same moments of a shared machine); record each side's median."""
+        sides = self.sides(backend)
+        values: dict[str, list[float]] = {side: [] for side in sides}
+        counts: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        for number in range(1, self.sizes.rounds + 1):
+            for side in sides:
+                if len(values[side]) < number - 1:
+                    continue  # an earlier round of this side failed
+
+                def body(side: str = side) -> None:
+                    db = self.fresh(backend, key)
+                    value, counts[side] = run(db, side)
+                    self.dbs.drop(db)
+                    values[side].append(value)
+
+                error = self.section(f"{title}, round {number}", [], backend, side, body)
+                if error is not None:
+                    errors[side] = error
+        for side in sides:
+            if len(values[side]) < self.sizes.rounds:
+                self.measurements.append(
+                    Measurement(key, backend, side, None, False, 0, errors.get(side, "failed"))
+                )
+                continue
+            rounds = values[side]
+            note = "rounds: " + ", ".join(f"{v:,.0f}" for v in rounds) if len(rounds) > 1 else ""
+            self.record(
+                key,
+                backend,
+                side,
+                statistics.median(rounds),
+                samples=counts[side],
+                note=note,
+                rounds=rounds,
+            )
+
+    def _commands(self, backend: str, clients: int, key: str, orders: int) -> None:
+        def run(db: Database, side: str) -> tuple[float, int]:
             if side == "cqrskit":
-                value, count = asyncio.run(cq.commands(db, orders, clients))
-            else:
-                value, count = es.commands(db, orders, clients)
-            self.dbs.drop(db)
-            self.record(key, backend, side, value, samples=count)
+                return asyncio.run(cq.commands(db, orders, clients))
+            return es.commands(db, orders, clients)
 
-        self.section(f"{clients} client(s)", [key], backend, side, body)
+        self._throughput(backend, key, f"{clients} client(s)", run)
 
-    def _batch_append(self, backend: str, side: str) -> None:
-        def body() -> None:
-            db = self.fresh(backend, "batch")
-            batches = self.sizes.batches
+    def _batch_append(self, backend: str) -> None:
+        batches = self.sizes.batches
+
+        def run(db: Database, side: str) -> tuple[float, int]:
             if side == "cqrskit":
-                value = asyncio.run(cq.batch_append(db, batches))
-            else:
-                value = es.batch_append(db, batches)
-            self.dbs.drop(db)
-            self.record("batch_append", backend, side, value, samples=batches * 100)
+                return asyncio.run(cq.batch_append(db, batches)), batches * 100
+            return es.batch_append(db, batches), batches * 100
 
-        self.section("batch append", ["batch_append"], backend, side, body)
+        self._throughput(backend, "batch_append", "batch append", run)
 
     def _read_side(self, backend: str, side: str) -> None:
         figures = ["projection_build", "load_p50", "load_p99"] + [
@@ -243,7 +282,13 @@ class Suite:
             report = json.loads(child.stdout.strip().splitlines()[-1])
             self.dbs.drop(db)
             events = report["events"]
-            note = f"{events:,} events; RSS before rebuild {report['baseline_mb']:.0f} MB"
+            curve = report["rss_curve"]
+            note = (
+                f"{events:,} events; RSS {report['baseline_mb']:.0f} MB before the rebuild, "
+                f"{curve[min(1, len(curve) - 1)][2]:.0f} MB early in the rebuild, "
+                f"{curve[-1][2]:.0f} MB "
+                "at the end (peak includes verification queries)"
+            )
             self.record(
                 "rebuild_peak_mb",
                 backend,
@@ -252,6 +297,7 @@ class Suite:
                 samples=events,
                 note=note,
                 baseline_mb=report["baseline_mb"],
+                rss_curve=curve,
             )
             self.record(
                 "rebuild_rate", backend, "cqrskit", events / report["seconds"], samples=events

@@ -12,7 +12,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,19 +34,9 @@ _COLUMNS = (
     "metadata, recorded_at"
 )
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Multi-row INSERTs of fixed sizes (so their prepared statements are cached): one statement
-# per chunk instead of one step per row keeps the writer from queueing for the GIL per row.
-_CHUNKS = (64, 16, 4, 1)  # 64 rows x 9 columns stays under SQLite's oldest variable limit
-_INSERT_CHUNK = {
-    size: f"INSERT INTO events ({_COLUMNS}) VALUES "
-    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
-    for size in _CHUNKS
-}
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _VERSION = "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?"
-_VERSIONS = "SELECT stream_id, max(stream_version) FROM events WHERE stream_id IN ({}) GROUP BY 1"
 _KEY_EXISTS = "SELECT 1 FROM idempotency_keys WHERE key = ?"
-_KEYS_TAKEN = "SELECT key FROM idempotency_keys WHERE key IN ({})"
 _INSERT_KEY = (
     "INSERT INTO idempotency_keys (key, fingerprint, stream_id, version, position) "
     "VALUES (?, ?, ?, ?, ?)"
@@ -82,17 +72,25 @@ class GroupWriter:
         self._connection = connection
         self._deliver = deliver
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stopped = False
+        self._lock = threading.Lock()  # orders submit() against the thread's end
         self._thread = threading.Thread(
             target=self._run, name=f"cqrskit-sqlite-writer:{path.name}", daemon=True
         )
         self._thread.start()
 
     def submit(self, request: AppendRequest) -> None:
-        self._queue.put(request)
+        """Queue ``request``; raise :class:`StoreUnavailable` if the writer has stopped."""
+        with self._lock:
+            if self._stopped:
+                raise StoreUnavailable(f"SQLite database {self._path}: the store is closed")
+            self._queue.put(request)
 
     def stop(self) -> None:
         """Write what is queued, then stop the thread and close the connection (blocks)."""
-        self._queue.put(_STOP)
+        with self._lock:
+            if not self._stopped:
+                self._queue.put(_STOP)
         self._thread.join()
 
     def _run(self) -> None:
@@ -100,12 +98,23 @@ class GroupWriter:
             while True:
                 batch, stop = self._next_group()
                 if batch:
-                    self._deliver(batch, self._commit(batch))
+                    self._commit_and_deliver(batch)
                 if stop:
                     return
         finally:
+            # Whatever ended the thread, no append may be left waiting for an answer.
+            with self._lock:
+                self._stopped = True
             self._fail_pending()
             self._connection.close()
+
+    def _commit_and_deliver(self, batch: list[AppendRequest]) -> None:
+        try:
+            outcomes = self._commit(batch)
+        except BaseException as error:  # a bug: fail this group, then let the thread end
+            self._deliver(batch, [StoreUnavailable(f"append failed: {error!r}") for _ in batch])
+            raise
+        self._deliver(batch, outcomes)
 
     def _next_group(self) -> tuple[list[AppendRequest], bool]:
         """Wait for an append, then take every append queued behind it (up to MAX_GROUP)."""
@@ -135,108 +144,35 @@ class GroupWriter:
 
     def _commit(self, batch: list[AppendRequest]) -> list[Outcome]:
         """Write ``batch`` in one transaction; one outcome per append, in order."""
+        connection = self._connection
         try:
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                return self._transaction(batch, self._write_group)
-            except sqlite3.IntegrityError:
-                # An event id that is already stored. Redo the group one append at a time,
-                # each in a savepoint, so that only the offending append fails.
-                return self._transaction(batch, self._write_one_by_one)
+                head: int = connection.execute(_HEAD).fetchone()[0]
+                outcomes: list[Outcome] = []
+                for request in batch:
+                    head, outcome = _write_one(connection, request, head)
+                    outcomes.append(outcome)
+                connection.execute("COMMIT")
+            except BaseException:
+                rollback(connection)
+                raise
         except Exception as error:
             if isinstance(error, sqlite3.Error) and is_unavailable(error):
                 return [unavailable(self._path, "append", error) for _ in batch]
             return [StoreUnavailable(f"append failed: {error!r}") for _ in batch]
-
-    def _transaction(
-        self,
-        batch: list[AppendRequest],
-        write: Callable[[sqlite3.Connection, list[AppendRequest]], list[Outcome]],
-    ) -> list[Outcome]:
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            outcomes = write(connection, batch)
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
         return outcomes
-
-    def _write_group(
-        self, connection: sqlite3.Connection, batch: list[AppendRequest]
-    ) -> list[Outcome]:
-        """Check every append against the state read once for the whole group, then insert
-        all accepted events together. The write lock is held, so nothing changes meanwhile."""
-        head: int = connection.execute(_HEAD).fetchone()[0]
-        versions = _current_versions(connection, {request.stream_id for request in batch})
-        taken = _taken_keys(connection, [r.idempotency.key for r in batch if r.idempotency])
-        rows: list[Row] = []
-        key_rows: list[Row] = []
-        outcomes: list[Outcome] = []
-        for request in batch:
-            stream_id, expected, key = request.stream_id, request.expected, request.idempotency
-            version = versions.get(stream_id, 0)
-            if expected is not None and expected != version:
-                outcomes.append(ConcurrencyError(stream_id, expected, version))
-                continue
-            if key is not None and key.key in taken:
-                outcomes.append(DuplicateIdempotencyKey(key.key))
-                continue
-            for offset, row in enumerate(request.rows, start=1):
-                rows.append((head + offset, stream_id, version + offset, *row))
-            if request.rows:
-                version += len(request.rows)
-                head += len(request.rows)
-                versions[stream_id] = version
-                if key is not None:
-                    taken.add(key.key)
-                    key_rows.append((key.key, key.fingerprint, stream_id, version, head))
-            outcomes.append(AppendResult(stream_id=stream_id, version=version, position=head))
-        _insert_events(connection, rows)
-        if key_rows:
-            connection.executemany(_INSERT_KEY, key_rows)
-        return outcomes
-
-    def _write_one_by_one(
-        self, connection: sqlite3.Connection, batch: list[AppendRequest]
-    ) -> list[Outcome]:
-        head: int = connection.execute(_HEAD).fetchone()[0]
-        outcomes: list[Outcome] = []
-        for request in batch:
-            head, outcome = _write_one(connection, request, head)
-            outcomes.append(outcome)
-        return outcomes
-
-
-def _current_versions(connection: sqlite3.Connection, streams: set[str]) -> dict[str, int]:
-    if len(streams) == 1:
-        (stream_id,) = streams
-        return {stream_id: connection.execute(_VERSION, (stream_id,)).fetchone()[0]}
-    sql = _VERSIONS.format(", ".join(["?"] * len(streams)))
-    return dict(connection.execute(sql, tuple(streams)).fetchall())
-
-
-def _taken_keys(connection: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
-    if not keys:
-        return set()
-    sql = _KEYS_TAKEN.format(", ".join(["?"] * len(keys)))
-    return {key for (key,) in connection.execute(sql, tuple(keys)).fetchall()}
-
-
-def _insert_events(connection: sqlite3.Connection, rows: list[Row]) -> None:
-    start = 0
-    for size in _CHUNKS:
-        sql = _INSERT_CHUNK[size]
-        while len(rows) - start >= size:
-            chunk = rows[start : start + size]
-            connection.execute(sql, [value for row in chunk for value in row])
-            start += size
 
 
 def _write_one(
     connection: sqlite3.Connection, request: AppendRequest, head: int
 ) -> tuple[int, Outcome]:
-    """Check and write one append in its own savepoint; return the new head and the outcome."""
+    """Check and write one append; return the new head and the append's outcome.
+
+    The write lock is held, so the version read here cannot change before the insert. The
+    inserts run in a savepoint: a failure half-way (an event id already stored) undoes this
+    append only, and the other appends of the group still commit.
+    """
     stream_id, expected, key = request.stream_id, request.expected, request.idempotency
     version: int = connection.execute(_VERSION, (stream_id,)).fetchone()[0]
     if expected is not None and expected != version:

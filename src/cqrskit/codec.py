@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from cqrskit.errors import ConfigurationError, UnknownEventType
+from cqrskit.ids import uuid7
 from cqrskit.messages import Event, Metadata, NewEvent, RecordedEvent
 
 _encoder = msgspec.json.Encoder(decimal_format="string")
@@ -53,7 +54,7 @@ class EventCodec:
     ) -> NewEvent:
         """Wrap ``event`` for :meth:`EventStore.append`, with a fresh event id by default."""
         return NewEvent(
-            event_id=event_id or uuid.uuid4(),
+            event_id=event_id or uuid7(),
             event_type=event.event_type,
             schema_version=event.schema_version,
             data=self.encode(event),

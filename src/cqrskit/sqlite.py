@@ -36,7 +36,7 @@ from uuid import UUID
 from cqrskit._sqlite import ReadConnections, connect, migrate, translated, unavailable
 from cqrskit._sqlite_writer import AppendRequest, GroupWriter, Outcome
 from cqrskit.backends import Backend
-from cqrskit.errors import ConfigurationError, StoreUnavailable
+from cqrskit.errors import ConfigurationError
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.sqlite_readmodel import SqliteReadStore
 from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
@@ -102,7 +102,9 @@ class _Wakeup:
         event.set()
 
 
-def _settle(results: Sequence[tuple[asyncio.Future[AppendResult], Outcome]], wakeup: Any) -> None:
+def _settle(
+    results: Sequence[tuple[asyncio.Future[AppendResult], Outcome]], wakeup: _Wakeup | None
+) -> None:
     for future, outcome in results:
         if future.done():  # the caller was cancelled; the append happened (or not) regardless
             continue
@@ -206,8 +208,6 @@ class SqliteEventStore:
     ) -> AppendResult:
         if expected_version is not None and expected_version < 0:
             raise ValueError(f"expected_version must be >= 0 or None, not {expected_version}")
-        if self._closed:
-            raise StoreUnavailable(f"SQLite database {self.path}: the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         rows = [_encode(event) for event in events]
@@ -218,7 +218,8 @@ class SqliteEventStore:
 
     def _deliver(self, batch: list[AppendRequest], outcomes: list[Outcome]) -> None:
         """Resolve each append's future on its own loop; wake that loop's subscribers."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Outcome]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[AppendResult], Outcome]]]
+        by_loop = {}
         for request, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(request.loop, []).append((request.future, outcome))
         committed = any(isinstance(outcome, AppendResult) for outcome in outcomes)

@@ -38,7 +38,8 @@ def test_demo_plays_the_seed_scenario_on_a_fresh_sqlite_database(tmp_path: Path)
         assert command in out
     for event in ("OrderCreated", "ItemAdded", "OrderSubmitted"):
         assert event in out
-    assert "total 1176.00" in out and "status submitted" in out
+    assert "total 1176.00" in out
+    assert "status submitted" in out
     dashboard = out[out.index("Dashboard stats") :]
     for figure in (
         "total orders        │       2",
@@ -132,7 +133,8 @@ def test_projections_status_and_rebuild(tmp_path: Path, db: str) -> None:
 
     rebuilt = run("projections", "rebuild", cwd=tmp_path, db=db)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "orders" in rebuilt.stdout and "order_stats" in rebuilt.stdout
+    assert "orders" in rebuilt.stdout
+    assert "order_stats" in rebuilt.stdout
     assert json.loads(run("stats", "--json", cwd=tmp_path, db=db).stdout) == before
     assert before["dashboard"]["total_orders"] == 5
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
 from cqrskit.backends import Backend
 from orders.app import Settings, build_app
+from tests.support.backends import DURABLE_BACKEND_NAMES, open_test_backend
 from tests.support.orders import fill_orders, full_replay, snapshot
 
 # The child applies the projections slowly (a pause per decoded event) so that the kill lands
@@ -42,11 +42,15 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def durable_backend(backend: Backend) -> Backend:
-    if backend.url.startswith("memory:"):
-        pytest.skip("an in-memory store does not outlive its process")  # the twin, by design
-    return backend
+@pytest.fixture(params=DURABLE_BACKEND_NAMES)
+async def durable_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Backend]:
+    opened = await open_test_backend(request.param, tmp_path_factory, request)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 async def test_a_projection_killed_mid_batch_resumes_to_a_full_replay(
@@ -60,14 +64,14 @@ async def test_a_projection_killed_mid_batch_resumes_to_a_full_replay(
         await app.close()
 
     for delay in (0.3, 0.5):  # two kills at different points of the rebuild
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, url], stdout=subprocess.PIPE, text=True
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
         )
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "started"
+        assert (await child.stdout.readline()).strip() == b"started"
         await asyncio.sleep(delay)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+        child.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(child.wait(), 30) == -signal.SIGKILL
 
     app = await build_app(Settings(db_url=url))
     try:
@@ -77,7 +81,7 @@ async def test_a_projection_killed_mid_batch_resumes_to_a_full_replay(
         await app.catch_up()
         rebuilt, replayed = await snapshot(app.backend.read), await full_replay(app.backend.events)
         for name in rebuilt:
-            for got, want in zip(rebuilt[name], replayed[name]):
+            for got, want in zip(rebuilt[name], replayed[name], strict=False):
                 assert got == want, (name, {k: (got[k], want[k]) for k in got if got[k] != want[k]})
         assert rebuilt == replayed
     finally:

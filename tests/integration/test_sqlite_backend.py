@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from cqrskit._sqlite_writer import GroupWriter
 from cqrskit.backends import open_backend
 from cqrskit.errors import ConcurrencyError, ConfigurationError, CqrsKitError, StoreUnavailable
 from cqrskit.messages import NewEvent
@@ -155,3 +156,21 @@ async def test_a_closed_store_refuses_appends(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreUnavailable):
         await store.append("s", [event()], NO_STREAM)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_appends_fail_instead_of_hanging_when_the_writer_thread_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db")
+
+    def broken(self: object, batch: object) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(GroupWriter, "_commit", broken)
+    async with asyncio.timeout(10):
+        with pytest.raises(StoreUnavailable, match="a bug in the writer"):
+            await store.append("s", [event()], NO_STREAM)
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await store.append("s", [event()], NO_STREAM)
+    await store.close()

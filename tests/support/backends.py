@@ -7,6 +7,8 @@ import pytest
 from cqrskit.backends import Backend, open_backend
 
 BACKEND_NAMES = ["memory", "sqlite", "postgres"]
+#: the backends whose data outlives the process (for crash and multi-process tests)
+DURABLE_BACKEND_NAMES = [name for name in BACKEND_NAMES if name != "memory"]
 
 
 async def open_test_backend(

@@ -16,6 +16,7 @@ from cqrskit import (
     UnknownCommand,
 )
 from cqrskit.memory import InMemoryEventStore
+from cqrskit.store import IdempotentResult
 from orders.domain import (
     EVENT_TYPES,
     AddItem,
@@ -105,7 +106,8 @@ async def test_an_idempotency_key_replays_the_first_outcome_without_appending() 
     command = CreateOrder(order_id="A", customer_id="C", items=(MOUSE,))
     first = await handler.handle(command, idempotency_key="key-1")
     again = await handler.handle(command, idempotency_key="key-1")
-    assert again.replayed and not first.replayed
+    assert again.replayed
+    assert not first.replayed
     assert (again.stream_id, again.version, again.position) == (
         first.stream_id,
         first.version,
@@ -139,3 +141,23 @@ async def test_events_carry_the_handlers_clock_and_metadata() -> None:
     [recorded] = await store.read_all()
     assert recorded.recorded_at == moment
     assert recorded.meta == meta
+
+
+async def test_concurrent_retries_with_one_idempotency_key_all_get_the_first_outcome() -> None:
+    import asyncio
+
+    class YieldingStore(InMemoryEventStore):
+        """Lets every request look up the key before any of them appends."""
+
+        async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
+            found = await super().find_idempotent_result(key)
+            await asyncio.sleep(0.01)
+            return found
+
+    store = YieldingStore()
+    handlers = [make_handler(store) for _ in range(5)]  # separate caches, as separate processes
+    command = CreateOrder(order_id="A", customer_id="C", items=(MOUSE,))
+    results = await asyncio.gather(*(h.handle(command, idempotency_key="k") for h in handlers))
+    assert sum(not result.replayed for result in results) == 1
+    assert {(r.stream_id, r.version, r.position) for r in results} == {("order-A", 1, 1)}
+    assert await store.head_position() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -62,10 +63,8 @@ async def _play(script: list[OrderCommand]) -> tuple[InMemoryEventStore, Command
     handler.register(AddItem, order_decider, stream_id=lambda c: stream_id(c.order_id))
     handler.register(SubmitOrder, order_decider, stream_id=lambda c: stream_id(c.order_id))
     for command in script:
-        try:
+        with contextlib.suppress(DomainError, StreamNotFound):
             await handler.handle(command)
-        except (DomainError, StreamNotFound):
-            pass
     return store, handler
 
 

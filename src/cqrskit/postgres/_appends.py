@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 
@@ -287,6 +288,9 @@ class GroupCommit:
         while queue and events + len(queue[0].events) <= self._max_batch_events:
             events += len(queue[0].events)
             batch.append(queue.popleft())
+        # Every process locks streams in the same order (two batches writing the same streams
+        # in opposite orders would deadlock); a stable sort keeps one stream's appends in order.
+        batch.sort(key=lambda pending: pending.stream_id)
         return batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
@@ -335,10 +339,7 @@ class GroupCommit:
             try:
                 async with conn.pipeline():  # every statement in one round trip, then
                     async with conn.transaction():  # COMMIT and the horizon in another
-                        cursors = [conn.cursor() for _ in statements]
-                        for cursor, (query, params) in zip(cursors, statements, strict=True):
-                            await cursor.execute(query, params)
-                        rows = [await cursor.fetchone() for cursor in cursors]
+                        rows = await _execute_in_order(conn, statements)
                     after = await conn.execute(HORIZON_SQL)
                 horizon = await after.fetchone()
             except psycopg.Error:
@@ -346,8 +347,7 @@ class GroupCommit:
                     raise
                 return None  # e.g. a race with another process: retried one by one
         assert horizon is not None
-        assert all(row is not None for row in rows)
-        return cast(list[Sequence[Any]], rows), int(horizon[0])
+        return rows, int(horizon[0])
 
     async def _commit_alone(self, pending: _Pending) -> tuple[AppendResult | CqrsKitError, int]:
         """Commit one append in its own transaction (one autocommit statement); return its
@@ -377,6 +377,27 @@ class GroupCommit:
                 return outcome, await current_horizon(conn)
             version = await _stream_version(conn, pending.stream_id)
         return ConcurrencyError(pending.stream_id, None, version), 0
+
+
+async def _execute_in_order(
+    conn: Connection, statements: list[tuple[str, dict[str, Any]]]
+) -> list[Sequence[Any]]:
+    """Run ``statements`` in order; return each one's row. Runs of statements with the same SQL
+    go through one ``executemany`` (half the client-side cost of one ``execute`` each)."""
+    cursors = []
+    for query, run in itertools.groupby(statements, key=lambda statement: statement[0]):
+        cursor = conn.cursor()
+        await cursor.executemany(query, [params for _, params in run], returning=True)
+        cursors.append(cursor)
+    rows: list[Sequence[Any]] = []
+    for cursor in cursors:
+        while True:
+            row = await cursor.fetchone()
+            assert row is not None
+            rows.append(row)
+            if not cursor.nextset():
+                break
+    return rows
 
 
 async def _stream_version(conn: Connection, stream_id: str) -> int:

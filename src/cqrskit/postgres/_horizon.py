@@ -93,11 +93,19 @@ class Horizon:
 
     def _release(self, horizon: int | None, *, until: float) -> None:
         """Release the waiters below ``horizon`` and those whose deadline is before ``until``."""
-        waiting = []
+        waiting, late = [], 0
         for waiter in self._waiters:
             visible = horizon is not None and waiter.transaction_id < horizon
             if visible or waiter.deadline <= until:
+                late += not visible
                 waiter.done()
             else:
                 waiting.append(waiter)
         self._waiters = waiting
+        if late and horizon is not None:
+            log.warning(
+                "%d append(s) acknowledged before readers can see them: transaction %d is still"
+                " running (see pg_stat_activity.backend_xid)",
+                late,
+                horizon,
+            )

@@ -1,8 +1,9 @@
 """Test helpers for applications built on cqrskit.
 
 ``DeciderSpec`` states business rules as given/when/then; the ``*_contract`` modules are the
-test suites every event-store and read-store backend must pass (import them into a test module
-that defines the ``event_store`` or ``read_store`` fixture).
+test suites every event-store and read-store backend must pass (``from
+cqrskit.testing.event_store_contract import *`` in a test module of a suite that provides an
+async ``backend`` fixture returning a :class:`cqrskit.backends.Backend`).
 """
 
 from __future__ import annotations
