@@ -24,7 +24,7 @@ from cqrskit.errors import (
     UnknownEventType,
 )
 from cqrskit.messages import Command, Event, Metadata, NewEvent, RecordedEvent
-from cqrskit.projections import Projection, ProjectionRunner, ProjectionStatus
+from cqrskit.projections import LeasingReadStore, Projection, ProjectionRunner, ProjectionStatus
 from cqrskit.readmodel import Column, ColumnType, ReadStore, Row, Table, ViewTransaction
 from cqrskit.store import (
     ANY_VERSION,
@@ -58,6 +58,7 @@ __all__ = [
     "IdempotencyRecord",
     "IdempotentResult",
     "InvalidCommand",
+    "LeasingReadStore",
     "Metadata",
     "NewEvent",
     "Projection",

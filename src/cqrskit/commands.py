@@ -144,7 +144,12 @@ class CommandHandler:
         metadata: Metadata | None,
         idempotency: IdempotencyRecord | None,
     ) -> CommandResult:
-        version, state = await self._load(route.decider, stream_id, refresh=False)
+        if route.creates_stream and stream_id not in self._cache:
+            # Most creating commands meet a new stream: skip the read and let the append's
+            # version check (expected 0) prove it; an existing stream costs one retry.
+            version, state = 0, route.decider.initial_state
+        else:
+            version, state = await self._load(route.decider, stream_id, refresh=False)
         for attempt in range(self._max_retries + 1):
             if version == 0 and not route.creates_stream:
                 raise StreamNotFound(stream_id)

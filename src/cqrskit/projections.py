@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cqrskit.codec import EventCodec
 from cqrskit.errors import CheckpointMoved, ConfigurationError
@@ -66,6 +66,15 @@ class Projection:
         return handled
 
 
+@runtime_checkable
+class LeasingReadStore(Protocol):
+    """A read store that can grant one process at a time the right to run a projection."""
+
+    def acquire_lease(self, projection: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Wait for, then hold, the lease of ``projection`` while the context is open."""
+        ...
+
+
 @dataclass
 class ProjectionStatus:
     """Where a projection stands: its checkpoint, and the last event it applied."""
@@ -95,8 +104,10 @@ class ProjectionRunner:
         codec: EventCodec,
         *,
         batch_size: int = 1000,
+        use_lease: bool = True,
     ) -> None:
         self.projection = projection
+        self._use_lease = use_lease
         self._events = events
         self._read_store = read_store
         self._codec = codec
@@ -119,29 +130,58 @@ class ProjectionRunner:
                 return
 
     async def catch_up(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
-        """Apply every event up to the store's current head, then return."""
-        head = await self._events.head_position()
-        while self.status.position < head:
-            batch = await self._events.read_all(self.status.position, self._batch_size)
-            if not batch:
-                break
-            await self._apply(batch)
-            if on_batch is not None:
-                await on_batch(self.status.position)
+        """Apply every event up to the store's current head, then return.
 
-    async def run(self) -> None:
-        """Catch up, then follow new events until cancelled."""
-        await self.setup()
-        self.status.running = True
+        The next batch is read while the current one is applied (the read-model write runs in
+        its own transaction, often on another thread or connection), so reading and writing
+        overlap.
+        """
+        head = await self._events.head_position()
+        events, size = self._events, self._batch_size
+        ahead = asyncio.ensure_future(events.read_all(self.status.position, size))
         try:
             while True:
-                try:
-                    await self._follow()
-                except CheckpointMoved as moved:
-                    log.info("projection %s: %s; resuming", self.projection.name, moved)
-                    self.status.position = moved.actual
+                batch = await ahead
+                if not batch:
+                    return
+                if batch[-1].position < head:
+                    ahead = asyncio.ensure_future(events.read_all(batch[-1].position, size))
+                await self._apply(batch)
+                if on_batch is not None:
+                    await on_batch(self.status.position)
+                if batch[-1].position >= head:
+                    return
         finally:
-            self.status.running = False
+            ahead.cancel()
+
+    async def run(self) -> None:
+        """Catch up, then follow new events until cancelled.
+
+        On a read store that offers leases (:class:`LeasingReadStore`, e.g. PostgreSQL), the
+        runner first takes the projection's lease, so that of several processes running the
+        same projection one works and the others stand by, taking over if it dies
+        (``use_lease=False`` skips it: the compare-and-set checkpoint alone still keeps
+        concurrent runners from applying a batch twice).
+        """
+        await self._read_store.setup(self.projection.tables)
+        store = self._read_store
+        lease: contextlib.AbstractAsyncContextManager[None] = (
+            store.acquire_lease(self.projection.name)
+            if self._use_lease and isinstance(store, LeasingReadStore)
+            else contextlib.nullcontext()
+        )
+        async with lease:
+            self.status.position = await store.checkpoint(self.projection.name)
+            self.status.running = True
+            try:
+                while True:
+                    try:
+                        await self._follow()
+                    except CheckpointMoved as moved:
+                        log.info("projection %s: %s; resuming", self.projection.name, moved)
+                        self.status.position = moved.actual
+            finally:
+                self.status.running = False
 
     async def _follow(self) -> None:
         async for batch in self._events.subscribe_all(self.status.position, self._batch_size):

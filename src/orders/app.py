@@ -88,27 +88,28 @@ class OrdersApp:
     async def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
         """Wait until every projection has applied events up to ``position``.
 
-        Works whether the projections run in this process or in a separate worker. Returns
-        False when ``timeout`` (default: the configured consistency timeout) runs out first.
+        Reads the checkpoints from the read store, so it works whether the projections run in
+        this process, in a separate worker, or in another process holding their lease; a
+        projection running here wakes the wait as soon as it commits a batch. Returns False
+        when ``timeout`` (default: the configured consistency timeout) runs out first.
         """
         timeout = self.settings.consistency_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        if self.projections_running:
-            for runner in self.runners:
-                if not await runner.wait_for(position, max(0.0, deadline - time.monotonic())):
-                    return False
-            return True
         pause = 0.001
         while True:
-            checkpoints = [
-                await self.backend.read.checkpoint(r.projection.name) for r in self.runners
-            ]
+            read = self.backend.read
+            checkpoints = [await read.checkpoint(r.projection.name) for r in self.runners]
             if min(checkpoints) >= position:
                 return True
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return False
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.05)
+            lagging = [r for r in self.runners if r.status.running and r.status.position < position]
+            if lagging:
+                await lagging[0].wait_for(position, min(remaining, 0.05))
+            else:
+                await asyncio.sleep(min(pause, remaining))
+                pause = min(pause * 2, 0.05)
 
     async def close(self) -> None:
         """Stop background projections (their last batch is committed or rolled back whole)

@@ -81,19 +81,21 @@ from tests.integration.test_postgres_projections import CODEC, ticks
 
 async def main(url, mode, target):
     backend = await open_backend(url)
-    runner = ProjectionRunner(ticks, backend.events, backend.read, CODEC, batch_size=50)
+    runner = ProjectionRunner(
+        ticks, backend.events, backend.read, CODEC, batch_size=50, use_lease=mode == "lease"
+    )
     if mode == "lease":
         print("waiting", flush=True)
-        async with backend.read.acquire_lease(ticks.name, poll_interval=0.1):
-            print("leased", flush=True)
-            await run(runner, backend, target)
-    else:
-        await run(runner, backend, target)
+    await run(runner, backend, target, announce=mode == "lease")
     print(runner.status.events_applied, flush=True)
     await backend.close()
 
-async def run(runner, backend, target):
+async def run(runner, backend, target, announce):
     task = asyncio.create_task(runner.run())
+    if announce:  # the runner takes the projection's lease before it runs
+        while not runner.status.running:
+            await asyncio.sleep(0.01)
+        print("leased", flush=True)
     while await backend.read.checkpoint(ticks.name) < target:
         await asyncio.sleep(0.05)
     task.cancel()
