@@ -24,7 +24,12 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """This process's RSS high-water mark. ``VmHWM``, not ``ru_maxrss``: Linux keeps
+    ``ru_maxrss`` across ``execve``, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 async def main(url: str, orders: int) -> dict[str, object]:
@@ -33,12 +38,15 @@ async def main(url: str, orders: int) -> dict[str, object]:
     try:
         baseline = current_rss_mb()
         expected = w.Expected.for_orders(orders)
-        curve: list[tuple[str, int, float]] = []  # (projection, position, RSS MB) as it goes
-        every = max(1, expected.events // 10)
+        curve: list[tuple[str, int, float]] = []  # (projection, batches, RSS MB) as it goes
+        every = max(1, expected.events // 1000 // 10)  # about ten samples per projection
+        batches = 0
 
         async def sample(position: int, name: str = "") -> None:
-            if position // every != (curve[-1][1] // every if curve else -1):
-                curve.append((name, position, round(current_rss_mb(), 1)))
+            nonlocal batches
+            batches += 1
+            if batches % every == 1 or every == 1:
+                curve.append((name, batches, round(current_rss_mb(), 1)))
 
         start = time.perf_counter()
         for runner in app.runners:

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import sqlite3
+import subprocess
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -158,8 +159,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+def git_revision() -> str:
+    """The commit of the code measured, marked when the work tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} + uncommitted changes in src/" if dirty else head
+
+
 def versions(backends: tuple[str, ...]) -> dict[str, str]:
-    found = {"sqlite": sqlite3.sqlite_version}
+    found = {"cqrskit commit": git_revision(), "sqlite": sqlite3.sqlite_version}
     for package in ("cqrskit", "eventsourcing", "msgspec", "psycopg", "fastapi", "uvicorn"):
         try:
             found[package] = metadata.version(package)

@@ -40,8 +40,13 @@ def translated(path: Path, doing: str) -> Iterator[None]:
         raise
 
 
-def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode (we issue BEGIN ourselves), usable from any thread."""
+def connect(
+    path: Path, *, synchronous: str, writer: bool, page_size: int | None = None
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), usable from any thread.
+
+    ``page_size`` applies only when the writer creates the file.
+    """
     with translated(path, "opening"):
         connection = sqlite3.connect(
             path,
@@ -52,6 +57,8 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
         )
         try:
             if writer:
+                if page_size is not None:
+                    connection.execute(f"PRAGMA page_size={int(page_size)}")
                 mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise StoreUnavailable(

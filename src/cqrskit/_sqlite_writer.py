@@ -143,35 +143,47 @@ class GroupWriter:
                 self._deliver([item], [closed])
 
     def _commit(self, batch: list[AppendRequest]) -> list[Outcome]:
-        """Write ``batch`` in one transaction; one outcome per append, in order."""
-        connection = self._connection
+        """Write ``batch`` in one transaction; one outcome per append, in order.
+
+        The fast path writes the appends without savepoints. An integrity error (an event id
+        stored twice: rare, since ids are time-ordered UUIDs unless the caller chose them)
+        rolls the group back and writes it again with a savepoint per append, so only the
+        offending append is refused.
+        """
         try:
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                head: int = connection.execute(_HEAD).fetchone()[0]
-                outcomes: list[Outcome] = []
-                for request in batch:
-                    head, outcome = _write_one(connection, request, head)
-                    outcomes.append(outcome)
-                connection.execute("COMMIT")
-            except BaseException:
-                rollback(connection)
-                raise
+                return self._write_group(batch, careful=False)
+            except sqlite3.IntegrityError:
+                return self._write_group(batch, careful=True)
         except Exception as error:
             if isinstance(error, sqlite3.Error) and is_unavailable(error):
                 return [unavailable(self._path, "append", error) for _ in batch]
             return [StoreUnavailable(f"append failed: {error!r}") for _ in batch]
+
+    def _write_group(self, batch: list[AppendRequest], *, careful: bool) -> list[Outcome]:
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            head: int = connection.execute(_HEAD).fetchone()[0]
+            outcomes: list[Outcome] = []
+            for request in batch:
+                head, outcome = _write_one(connection, request, head, careful=careful)
+                outcomes.append(outcome)
+            connection.execute("COMMIT")
+        except BaseException:
+            rollback(connection)
+            raise
         return outcomes
 
 
 def _write_one(
-    connection: sqlite3.Connection, request: AppendRequest, head: int
+    connection: sqlite3.Connection, request: AppendRequest, head: int, *, careful: bool
 ) -> tuple[int, Outcome]:
     """Check and write one append; return the new head and the append's outcome.
 
-    The write lock is held, so the version read here cannot change before the insert. The
-    inserts run in a savepoint: a failure half-way (an event id already stored) undoes this
-    append only, and the other appends of the group still commit.
+    The write lock is held, so the version read here cannot change before the insert. When
+    ``careful``, the inserts run in a savepoint: a failure half-way (an event id already
+    stored) undoes this append only, and the other appends of the group still commit.
     """
     stream_id, expected, key = request.stream_id, request.expected, request.idempotency
     version: int = connection.execute(_VERSION, (stream_id,)).fetchone()[0]
@@ -179,26 +191,34 @@ def _write_one(
         return head, ConcurrencyError(stream_id, expected, version)
     if key is not None and connection.execute(_KEY_EXISTS, (key.key,)).fetchone():
         return head, DuplicateIdempotencyKey(key.key)
-    if not request.rows:
+    rows = request.rows
+    if not rows:
         return head, AppendResult(stream_id=stream_id, version=version, position=head)
-    connection.execute("SAVEPOINT append")
+    if careful:
+        connection.execute("SAVEPOINT append")
     try:
-        connection.executemany(
-            _INSERT,
-            [
-                (head + offset, stream_id, version + offset, *row)
-                for offset, row in enumerate(request.rows, start=1)
-            ],
-        )
-        version += len(request.rows)
-        position = head + len(request.rows)
+        if len(rows) == 1:
+            connection.execute(_INSERT, (head + 1, stream_id, version + 1, *rows[0]))
+        else:
+            connection.executemany(
+                _INSERT,
+                [
+                    (head + offset, stream_id, version + offset, *row)
+                    for offset, row in enumerate(rows, start=1)
+                ],
+            )
+        version += len(rows)
+        position = head + len(rows)
         if key is not None:
             connection.execute(
                 _INSERT_KEY, (key.key, key.fingerprint, stream_id, version, position)
             )
     except sqlite3.IntegrityError as error:
+        if not careful:
+            raise
         connection.execute("ROLLBACK TO append")
         connection.execute("RELEASE append")
         return head, CqrsKitError(f"append to stream {stream_id!r} refused: {error}")
-    connection.execute("RELEASE append")
+    if careful:
+        connection.execute("RELEASE append")
     return position, AppendResult(stream_id=stream_id, version=version, position=position)

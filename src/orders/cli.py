@@ -13,9 +13,7 @@ import msgspec
 import typer
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -27,6 +25,7 @@ from cqrskit import (
     ConfigurationError,
     DomainError,
     InvalidCommand,
+    ProjectionRunner,
     StoreUnavailable,
     StreamNotFound,
 )
@@ -345,22 +344,32 @@ def projections_rebuild(
         if not runners:
             known = ", ".join(r.projection.name for r in orders_app.runners)
             _fail(f"no projection named {name!r} (known: {known})", EXIT_INVALID)
-        head = await orders_app.backend.events.head_position()
+        events = orders_app.backend.events
+        head = await events.head_position()
+        first = await events.read_all(0, 1)
+        # Positions need not be dense (PostgreSQL's are not): progress is measured along the
+        # span from the first event's position to the head's.
+        start = first[0].position - 1 if first else 0
+        span = max(head - start, 1)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=render.console()) as progress:
-            for runner in runners:
-                task = progress.add_task(runner.projection.name, total=head or 1)
 
-                async def advance(position: int, task: TaskID = task) -> None:
-                    progress.update(task, completed=min(position, head))
+            async def rebuild(runner: ProjectionRunner) -> None:
+                task = progress.add_task(runner.projection.name, total=span)
+
+                async def advance(position: int) -> None:
+                    progress.update(task, completed=min(position, head) - start)
 
                 await runner.rebuild(on_batch=advance)
-                progress.update(task, completed=head or 1)
+                progress.update(task, completed=span)
+
+            for runner in runners:
+                await rebuild(runner)
 
     run_with_app(db, work)
 
