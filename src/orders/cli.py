@@ -191,7 +191,9 @@ def show_order(
         if as_json:
             _print_json(order)
         else:
-            render.console().print(render.order_table(order))
+            out = render.console()
+            out.print(render.order_table(order))
+            out.print(render.order_details(order))
 
     run_with_app(db, work)
 

@@ -65,6 +65,7 @@ async def play_demo(app: OrdersApp, out: Console) -> None:
     order = await queries.get_order("ORD-001")
     if order is not None:
         out.print(render.order_table(order))
+        out.print(render.order_details(order))
     by_customer = await queries.orders_by_customer(CUSTOMER)
     out.print(render.orders_table(f"Orders for {CUSTOMER}", by_customer.orders))
     drafts = await queries.orders_by_status("draft")

@@ -18,16 +18,17 @@ def _event_payload(event: Event) -> str:
 
 
 def events_table(title: str, events: Iterable[RecordedEvent]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("position", "stream", "version", "type", "recorded at (UTC)", "data"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, title_justify="left", expand=True)
+    for column in ("pos", "stream", "ver", "type", "at (UTC)"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "ver" else "left")
+    table.add_column("data", overflow="fold", ratio=1)
     for event in events:
         table.add_row(
             str(event.position),
             event.stream_id,
             str(event.stream_version),
             event.event_type,
-            event.recorded_at.isoformat(timespec="milliseconds"),
+            event.recorded_at.strftime("%H:%M:%S.%f")[:-3],
             event.data.decode(),
         )
     return table
@@ -55,13 +56,25 @@ def order_table(order: OrderView) -> Table:
             str(line.quantity),
             format_amount(line.price * line.quantity),
         )
-    created = order.created_at.isoformat(timespec="seconds")
-    submitted = order.submitted_at.isoformat(timespec="seconds") if order.submitted_at else "-"
-    table.caption = (
-        f"customer {order.customer_id} · status {order.status} · {order.item_count} items · "
-        f"total {format_amount(order.total)} · created {created} · submitted {submitted}"
+    table.add_section()
+    table.add_row(
+        "[bold]total[/]", "", str(order.item_count), f"[bold]{format_amount(order.total)}"
     )
     return table
+
+
+def order_details(order: OrderView) -> Table:
+    details = Table.grid(padding=(0, 2))
+    details.add_column(style="dim")
+    details.add_column()
+    submitted = order.submitted_at.isoformat(timespec="seconds") if order.submitted_at else "-"
+    details.add_row("customer", order.customer_id)
+    details.add_row("status", order.status)
+    details.add_row("items", str(order.item_count))
+    details.add_row("total", format_amount(order.total))
+    details.add_row("created at", order.created_at.isoformat(timespec="seconds"))
+    details.add_row("submitted at", submitted)
+    return details
 
 
 def orders_table(title: str, orders: Iterable[OrderView]) -> Table:
