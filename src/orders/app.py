@@ -120,15 +120,18 @@ class OrdersApp:
                 await asyncio.sleep(min(pause, remaining))
                 pause = min(pause * 2, 0.05)
 
-    async def close(self) -> None:
-        """Stop background projections (their last batch is committed or rolled back whole)
-        and close the backend."""
+    async def stop_projections(self) -> None:
+        """Stop the background projections; a batch in flight commits or rolls back whole."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+    async def close(self) -> None:
+        """Stop background projections and close the backend."""
+        await self.stop_projections()
         await self.backend.close()
 
 

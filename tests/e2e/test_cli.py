@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import fresh_url
+
 ORDERS = str(Path(sys.executable).with_name("orders"))
 
 
@@ -24,8 +26,10 @@ def run(*args: str, cwd: Path, db: str | None = None) -> subprocess.CompletedPro
     )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return fresh_url(request)
     return f"sqlite:///{tmp_path / 'orders.db'}"
 
 
@@ -144,3 +148,19 @@ def test_an_unsupported_store_url_is_one_clear_line(tmp_path: Path) -> None:
     result = run("stats", "--db", "mysql://localhost/orders", cwd=tmp_path)
     assert result.returncode == 3
     assert result.stdout.startswith("error: unsupported store URL")
+
+
+def test_demo_and_migrate_run_on_postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    url = fresh_url(request)
+    migrated = run("db", "migrate", cwd=tmp_path, db=url)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "schema is up to date" in migrated.stdout
+    played = run("demo", cwd=tmp_path, db=url)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert re.search(r"total\s+1176\.00", played.stdout)
+    dashboard = played.stdout[played.stdout.index("Dashboard stats") :]
+    assert "1575.00" in dashboard
+    assert "787.50" in dashboard
+    again = run("demo", cwd=tmp_path, db=url)  # an explicit database is never wiped
+    assert again.returncode == 1
+    assert "the demo needs an empty store" in again.stdout
