@@ -1,6 +1,6 @@
-"""Shared fixtures: one ``backend`` fixture parametrised over every event-store backend.
+"""Shared fixtures: ``backend`` (every backend) and ``durable_backend`` (those with files).
 
-Each backend module under ``tests/backends/`` ... see ``open_test_backend``.
+A new backend adds its name and how to open it in ``tests/support/backends.py``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cqrskit.backends import Backend
-from tests.support.backends import BACKEND_NAMES, open_test_backend
+from tests.support.backends import BACKEND_NAMES, DURABLE_BACKEND_NAMES, open_test_backend
 
 
-@pytest.fixture(params=BACKEND_NAMES)
-async def backend(
+async def _opened(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Backend]:
     opened = await open_test_backend(request.param, tmp_path_factory, request)
@@ -22,3 +21,21 @@ async def backend(
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+async def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Backend]:
+    """Each backend in turn, freshly opened and empty."""
+    async for opened in _opened(request, tmp_path_factory):
+        yield opened
+
+
+@pytest.fixture(params=DURABLE_BACKEND_NAMES)
+async def durable_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Backend]:
+    """Each backend whose data outlives the process (for crash and multi-process tests)."""
+    async for opened in _opened(request, tmp_path_factory):
+        yield opened

@@ -7,13 +7,9 @@ import signal
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from cqrskit.backends import Backend
 from orders.app import Settings, build_app
-from tests.support.backends import DURABLE_BACKEND_NAMES, open_test_backend
 from tests.support.orders import fill_orders, full_replay, snapshot
 
 # The child applies the projections slowly (a pause per decoded event) so that the kill lands
@@ -40,17 +36,6 @@ CHILD = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-@pytest.fixture(params=DURABLE_BACKEND_NAMES)
-async def durable_backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Backend]:
-    opened = await open_test_backend(request.param, tmp_path_factory, request)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_a_projection_killed_mid_batch_resumes_to_a_full_replay(

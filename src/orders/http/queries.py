@@ -22,7 +22,7 @@ from orders.http.service import (
     problem_responses,
 )
 from orders.money import format_amount
-from orders.queries import MAX_PAGE, OrderView
+from orders.queries import MAX_PAGE, OrderPage, OrderView
 
 router = APIRouter(route_class=DecimalJSONRoute)
 
@@ -96,9 +96,7 @@ async def orders_by_customer(
     """A customer's orders, oldest first, one page at a time."""
     await _read_your_writes(service, token)
     page = await service.app.queries.orders_by_customer(customer_id, limit=limit, cursor=cursor)
-    return models.OrderPageOut(
-        orders=[_order_out(v) for v in page.orders], next_cursor=page.next_cursor
-    )
+    return _page_out(page)
 
 
 @router.get(
@@ -117,9 +115,7 @@ async def orders_by_status(
     """The orders in a status, oldest first, one page at a time."""
     await _read_your_writes(service, token)
     page = await service.app.queries.orders_by_status(status, limit=limit, cursor=cursor)
-    return models.OrderPageOut(
-        orders=[_order_out(v) for v in page.orders], next_cursor=page.next_cursor
-    )
+    return _page_out(page)
 
 
 @router.get(
@@ -197,4 +193,10 @@ async def order_events(
             )
             for e in found
         ],
+    )
+
+
+def _page_out(page: OrderPage) -> models.OrderPageOut:
+    return models.OrderPageOut(
+        orders=[_order_out(view) for view in page.orders], next_cursor=page.next_cursor
     )
