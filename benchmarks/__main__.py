@@ -28,11 +28,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=report.HERE, help="where results go")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP figures")
     parser.add_argument("--keep", action="store_true", help="keep the databases made")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: rewrite RESULTS.md from results.json (after editing NOTES.md)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        report.rewrite(args.out, Console(width=150))
+        return 0
     sizes = PRESETS[args.size or ("full" if args.full else "quick")]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - set(BACKENDS)

@@ -19,7 +19,8 @@ from benchmarks import cqrskit_bench as cq
 from benchmarks.databases import Database, databases
 
 OUT = Path(__file__).parent / "profiles"
-SCENARIOS = ("commands_1", "commands_64", "batch", "rebuild", "load", "queries")
+SCENARIOS = ("commands_1", "commands_64", "batch", "rebuild", "load", "queries", "http")
+HTTP_SECONDS = 8.0
 
 
 async def target(scenario: str, url: str, orders: int) -> None:
@@ -90,6 +91,35 @@ def record(scenario: str, db: Database, orders: int) -> Path:
     return summary
 
 
+def record_http(db: Database, scratch: Path) -> Path:
+    """Profile ``orders serve`` while the load generator sends it commands."""
+    from benchmarks.http_bench import free_port, load, start_server, stop_server
+
+    OUT.mkdir(exist_ok=True)
+    raw = OUT / f"{db.backend}-http.raw.txt"
+    port = free_port()
+    server = start_server(db.url, port, scratch / "serve.log")
+    try:
+        command = [
+            str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
+            "--rate", "250", "--function", "--nonblocking", "-o", str(raw),
+            "--duration", str(int(HTTP_SECONDS)), "--pid", str(server.pid),
+        ]  # fmt: skip
+        spy = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        load(port, "command", 64, HTTP_SECONDS, None)
+        spy.wait(timeout=60)
+    finally:
+        stop_server(server)
+    summary = OUT / f"{db.backend}-http.txt"
+    summary.write_text(summarise(raw))
+    raw.unlink()
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -107,6 +137,11 @@ def main() -> None:
             filled = dbs.fresh(backend, "profile")
             asyncio.run(cq.prefill(filled, args.store_orders))
             for scenario in args.scenarios.split(","):
+                if scenario == "http":
+                    db = dbs.fresh(backend, "http")
+                    print(f"{backend} http: {record_http(db, dbs.scratch)}", flush=True)
+                    dbs.drop(db)
+                    continue
                 fresh = scenario.startswith("commands") or scenario == "batch"
                 db = dbs.fresh(backend, scenario) if fresh else filled
                 orders = args.orders if fresh else args.store_orders

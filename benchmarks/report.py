@@ -219,6 +219,16 @@ def _loads(values: list[float] | tuple[float, ...]) -> str:
     return " / ".join(f"{value:.2f}" for value in values)
 
 
+def rewrite(out_dir: Path, console: Console) -> None:
+    """Write ``RESULTS.md`` again from ``results.json`` (for example after editing NOTES.md)."""
+    document = json.loads((out_dir / "results.json").read_text())
+    measurements = [Measurement(**m) for m in document.pop("measurements")]
+    document.pop("rows")
+    table_rows = rows(measurements, Sizes(**document["sizes"]))
+    print_table(console, table_rows)
+    write(out_dir, table_rows, measurements, document)
+
+
 def markdown(table_rows: list[Row], context: dict[str, Any]) -> str:
     m, v, s = context["machine"], context["versions"], context["sizes"]
     lines = [

@@ -97,28 +97,36 @@ class OrdersApp:
     async def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
         """Wait until every projection has applied events up to ``position``.
 
-        Reads the checkpoints from the read store, so it works whether the projections run in
-        this process, in a separate worker, or in another process holding their lease; a
-        projection running here wakes the wait as soon as it commits a batch. Returns False
-        when ``timeout`` (default: the configured consistency timeout) runs out first.
+        A projection running in this process wakes the wait as soon as it commits a batch; one
+        running elsewhere (an ``orders project`` worker, another process holding its lease) is
+        followed through the checkpoint stored in the read store. Returns False when
+        ``timeout`` (default: the configured consistency timeout) runs out first.
         """
         timeout = self.settings.consistency_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        for runner in self.runners:
+            if not await self._wait_for_runner(runner, position, deadline):
+                return False
+        return True
+
+    async def _wait_for_runner(
+        self, runner: ProjectionRunner, position: int, deadline: float
+    ) -> bool:
+        # A runner working in this process knows its checkpoint without a query; any other
+        # (a standby waiting for the lease, a worker elsewhere) is polled in the read store.
         pause = 0.001
         while True:
-            read = self.backend.read
-            checkpoints = [await read.checkpoint(r.projection.name) for r in self.runners]
-            if min(checkpoints) >= position:
-                return True
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            lagging = [r for r in self.runners if r.status.running and r.status.position < position]
-            if lagging:
-                await lagging[0].wait_for(position, min(remaining, 0.05))
+            if runner.status.running:
+                if await runner.wait_for(position, max(0.0, min(remaining, 0.05))):
+                    return True
+            elif await self.backend.read.checkpoint(runner.projection.name) >= position:
+                return True
             else:
-                await asyncio.sleep(min(pause, remaining))
+                await asyncio.sleep(max(0.0, min(pause, remaining)))
                 pause = min(pause * 2, 0.05)
+            if time.monotonic() >= deadline:
+                return False
 
     async def stop_projections(self) -> None:
         """Stop the background projections; a batch in flight commits or rolls back whole."""

@@ -22,8 +22,12 @@ class Service:
     projections_in_process: bool
 
 
-def service_of(request: Request) -> Service:
-    """The :class:`Service` of the app handling ``request``."""
+async def service_of(request: Request) -> Service:
+    """The :class:`Service` of the app handling ``request``.
+
+    ``async`` so that FastAPI calls it on the event loop: a plain function would cost every
+    request a hop to a worker thread.
+    """
     service: Service = request.app.state.service
     return service
 
