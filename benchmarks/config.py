@@ -54,6 +54,7 @@ def _figures() -> list[Figure]:
             (("ratio", 20.0, "sqlite"), ("ratio", 30.0, "postgres")),
         ),
         Figure("batch_append", "events/s appended (100-event batches)", "ev/s", True),
+        Figure("read_all", "events/s read in global order (1,000 per batch)", "ev/s", True),
         Figure(
             "projection_build",
             "projection build from zero",

@@ -137,6 +137,15 @@ async def prefill_app(app: OrdersApp, orders: int, concurrency: int = 256) -> No
         await asyncio.gather(*(one(i) for i in range(first, min(first + concurrency, orders))))
 
 
+async def read_everything(app: OrdersApp, batch: int = 1000) -> tuple[float, int]:
+    """Seconds to read the whole log in global order (``read_all`` batches), and the count."""
+    events, position, count = app.backend.events, 0, 0
+    start = time.perf_counter()
+    while page := await events.read_all(position, batch):
+        position, count = page[-1].position, count + len(page)
+    return time.perf_counter() - start, count
+
+
 async def projection_build(app: OrdersApp) -> float:
     """Seconds to rebuild every Orders projection from position 0."""
     start = time.perf_counter()

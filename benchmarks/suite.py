@@ -174,7 +174,7 @@ class Suite:
         self._throughput(backend, "batch_append", "batch append", run)
 
     def _read_side(self, backend: str, side: str) -> None:
-        figures = ["projection_build", "load_p50", "load_p99"] + [
+        figures = ["read_all", "projection_build", "load_p50", "load_p99"] + [
             f"query_{q}_p{p}" for q in QUERIES for p in (50, 99)
         ]
         orders = self.sizes.build_orders
@@ -203,6 +203,8 @@ class Suite:
                 await app.close()
                 await cq.prefill(db, orders)
                 app = await cq.open_app(db)
+            read_seconds, read_events = await cq.read_everything(app)
+            self.record("read_all", backend, "cqrskit", read_events / read_seconds)
             seconds = await cq.projection_build(app)
             await cq.verify_read_model(app, expected, sample[:50])
             self.record(
