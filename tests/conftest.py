@@ -5,12 +5,19 @@ A new backend adds its name and how to open it in ``tests/support/backends.py``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings
 
 from cqrskit.backends import Backend
 from tests.support.backends import BACKEND_NAMES, DURABLE_BACKEND_NAMES, open_test_backend
+
+# CI replays a fixed set of property-based examples (`.ci/run` sets HYPOTHESIS_PROFILE=ci), so
+# a landing never hinges on luck; local runs keep exploring new examples.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 async def _opened(
