@@ -61,10 +61,16 @@ class ServerThread:
         if self.error is not None:
             raise RuntimeError("the server failed") from self.error
 
+    # Clients drop idle connections well before uvicorn does (5 s): reusing a keep-alive
+    # connection just as the server closes it fails the request with a ReadError.
+    KEEPALIVE_EXPIRY = 2.0
+
     def client(self, **kwargs: object) -> httpx.Client:
+        kwargs.setdefault("limits", httpx.Limits(keepalive_expiry=self.KEEPALIVE_EXPIRY))
         return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)  # type: ignore[arg-type]
 
     def async_client(self, **kwargs: object) -> httpx.AsyncClient:
+        kwargs.setdefault("limits", httpx.Limits(keepalive_expiry=self.KEEPALIVE_EXPIRY))
         return httpx.AsyncClient(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]
 
     def _run(self) -> None:

@@ -84,7 +84,7 @@ def test_serve_answers_logs_each_request_and_stops_cleanly_on_sigterm(
     tmp_path: Path, db_url: str, processes: list[Process]
 ) -> None:
     url = serve(processes, tmp_path, db_url)
-    with httpx.Client(base_url=url) as client:
+    with httpx.Client(base_url=url, limits=httpx.Limits(keepalive_expiry=2.0)) as client:
         order_id = new_id("ORD")
         created = client.post(
             "/orders", json={"order_id": order_id, "customer_id": "C", "items": [PEN]}
@@ -116,7 +116,9 @@ def test_a_separate_projection_worker_feeds_the_read_model(
     url = serve(processes, tmp_path, db_url, "--no-projections")
     worker = Process("project", "--db", db_url, cwd=tmp_path)
     processes.append(worker)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(
+        base_url=url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)
+    ) as client:
         ready = client.get("/readyz").json()
         assert ready["projections_mode"] == "external"
         for _ in range(5):
@@ -161,7 +163,7 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
     assert acknowledged
 
     url = serve(processes, tmp_path, db_url)  # a new process over the same database
-    with httpx.Client(base_url=url) as client:
+    with httpx.Client(base_url=url, limits=httpx.Limits(keepalive_expiry=2.0)) as client:
         head = client.post("/orders", json={"customer_id": customer, "items": []})
         token = {"Consistency-Token": head.headers["Consistency-Token"]}
         page = client.get(f"/customers/{customer}/orders", params={"limit": 500}, headers=token)

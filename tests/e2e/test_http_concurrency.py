@@ -92,7 +92,7 @@ async def many_orders(client: httpx.AsyncClient, ledger: Ledger, prefix: str) ->
 async def test_many_clients_hammer_one_order_and_many_orders(start_server: StartServer) -> None:
     server = start_server()
     ledger = Ledger()
-    limits = httpx.Limits(max_connections=CLIENTS * 2)
+    limits = httpx.Limits(max_connections=CLIENTS * 2, keepalive_expiry=server.KEEPALIVE_EXPIRY)
     async with server.async_client(limits=limits) as client:
         hot = "ORD-HOT"
         assert await send(
