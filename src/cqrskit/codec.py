@@ -33,11 +33,6 @@ class EventCodec:
             self._types[name] = event_type
             self._decoders[name] = msgspec.json.Decoder(event_type)
 
-    @property
-    def type_names(self) -> frozenset[str]:
-        """The names of the registered event types."""
-        return frozenset(self._types)
-
     def encode(self, event: Event) -> bytes:
         """The JSON payload of ``event``."""
         if event.event_type not in self._types:

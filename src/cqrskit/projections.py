@@ -47,11 +47,6 @@ class Projection:
 
         return register
 
-    @property
-    def handled_types(self) -> frozenset[str]:
-        """The event type names this projection reacts to."""
-        return frozenset(self._handlers)
-
     def apply(
         self, codec: EventCodec, events: Sequence[RecordedEvent], view: ViewTransaction
     ) -> int:
@@ -77,12 +72,12 @@ class LeasingReadStore(Protocol):
 
 @dataclass
 class ProjectionStatus:
-    """Where a projection stands: its checkpoint, and the last event it applied."""
+    """Where a projection stands: its checkpoint, the events it applied, and whether it is
+    running (``running`` is false while it waits for its lease)."""
 
     name: str
     position: int = 0
     events_applied: int = 0
-    last_recorded_at: float | None = None  # epoch seconds of the last applied event
     running: bool = False
     error: str | None = None
 
@@ -119,15 +114,6 @@ class ProjectionRunner:
         """Create the projection's tables if needed and load its checkpoint."""
         await self._read_store.setup(self.projection.tables)
         self.status.position = await self._read_store.checkpoint(self.projection.name)
-
-    async def run_until(self, position: int) -> None:
-        """Apply events until the checkpoint reaches ``position`` (catch-up, then return)."""
-        if self.status.position >= position:
-            return
-        async for batch in self._events.subscribe_all(self.status.position, self._batch_size):
-            await self._apply(batch)
-            if self.status.position >= position:
-                return
 
     async def catch_up(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Apply every event up to the store's current head, then return.
@@ -199,7 +185,6 @@ class ProjectionRunner:
         await self._read_store.apply(projection.name, self.status.position, last.position, write)
         self.status.position = last.position
         self.status.events_applied += counted
-        self.status.last_recorded_at = last.recorded_at.timestamp()
         async with self._progress:
             self._progress.notify_all()
 
