@@ -48,7 +48,9 @@ async def projection_lags(orders_app: OrdersApp, *, in_process: bool) -> list[Pr
             age = time.time() - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
             pending[position] = (len(unapplied), max(0.0, age))
         count, age = pending[position]
-        running = (runner.status.running and orders_app.projections_running) if in_process else None
+        # Alive, not necessarily applying: a runner standing by for another process's lease
+        # (PostgreSQL) is as ready as the one holding it.
+        running = orders_app.projections_running if in_process else None
         lags.append(ProjectionLag(name, position, running, count, age))
     return lags
 
