@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import settings
 
-from cqrskit.backends import Backend
+from cqrskit import Backend
 from tests.support.backends import BACKEND_NAMES, DURABLE_BACKEND_NAMES, open_test_backend
 
 # CI replays a fixed set of property-based examples (`.ci/run` sets HYPOTHESIS_PROFILE=ci), so

@@ -7,25 +7,10 @@ is used, so a driver is never loaded by an application that does not need it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from cqrskit.errors import ConfigurationError
-from cqrskit.readmodel import ReadStore
-from cqrskit.store import EventStore
-
-
-@dataclass
-class Backend:
-    """An event store and a read store that belong together, closed together."""
-
-    url: str
-    events: EventStore
-    read: ReadStore
-
-    async def close(self) -> None:
-        await self.read.close()
-        await self.events.close()
+from cqrskit.store import Backend
 
 
 def normalise_url(url: str) -> str:

@@ -35,11 +35,10 @@ from uuid import UUID
 
 from cqrskit._sqlite import ReadConnections, connect, migrate, translated, unavailable
 from cqrskit._sqlite_writer import AppendRequest, GroupWriter, Outcome
-from cqrskit.backends import Backend
 from cqrskit.errors import ConfigurationError
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.sqlite_readmodel import SqliteReadStore
-from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
+from cqrskit.store import AppendResult, Backend, IdempotencyRecord, IdempotentResult, follow
 
 __all__ = ["SqliteEventStore", "SqliteReadStore", "open_backend"]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
 
 from cqrskit.messages import NewEvent, RecordedEvent
+from cqrskit.readmodel import ReadStore
 
 #: ``expected_version`` for an append that creates a stream: the stream must not exist yet.
 NO_STREAM = 0
@@ -106,6 +108,23 @@ class EventStore(Protocol):
     async def close(self) -> None:
         """Release connections and threads. The store cannot be used afterwards."""
         ...
+
+
+@dataclass
+class Backend:
+    """An event store and the read store that goes with it, opened and closed together.
+
+    Open one by URL with :func:`cqrskit.backends.open_backend`.
+    """
+
+    url: str
+    events: EventStore
+    read: ReadStore
+
+    async def close(self) -> None:
+        """Close the read store, then the event store."""
+        await self.read.close()
+        await self.events.close()
 
 
 async def follow(

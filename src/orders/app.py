@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cqrskit import CommandHandler, EventCodec, ProjectionRunner
-from cqrskit.backends import Backend, open_backend
+from cqrskit import Backend, CommandHandler, EventCodec, ProjectionRunner
+from cqrskit.backends import open_backend
 from orders.domain import (
     EVENT_TYPES,
     AddItem,

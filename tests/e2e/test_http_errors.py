@@ -12,6 +12,7 @@ import pytest
 import orders.app
 from cqrskit import (
     AppendResult,
+    Backend,
     ConcurrencyError,
     IdempotencyRecord,
     IdempotentResult,
@@ -19,7 +20,6 @@ from cqrskit import (
     RecordedEvent,
     StoreUnavailable,
 )
-from cqrskit.backends import Backend
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from orders.app import Settings
 from tests.e2e.conftest import new_id

@@ -8,7 +8,7 @@ import sys
 import textwrap
 import uuid
 
-from cqrskit.backends import Backend
+from cqrskit import Backend
 from orders.app import Settings, build_app
 from tests.support.orders import fill_orders, full_replay, snapshot
 

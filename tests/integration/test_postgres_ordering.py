@@ -26,7 +26,7 @@ import msgspec
 import psycopg
 import pytest
 
-from cqrskit.backends import Backend
+from cqrskit import Backend
 from cqrskit.errors import ConcurrencyError
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.postgres import (

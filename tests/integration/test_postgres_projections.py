@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cqrskit import (
+    Backend,
     Column,
     ColumnType,
     Event,
@@ -31,7 +32,6 @@ from cqrskit import (
     Table,
     ViewTransaction,
 )
-from cqrskit.backends import Backend
 from cqrskit.memory import InMemoryReadStore
 from cqrskit.postgres import PostgresReadStore, open_backend
 from tests.support.postgres import fresh_url

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cqrskit.backends import Backend, open_backend
+from cqrskit import Backend
+from cqrskit.backends import open_backend
 
 BACKEND_NAMES = ["memory", "sqlite", "postgres"]
 #: the backends whose data outlives the process (for crash and multi-process tests)

@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from cqrskit.backends import Backend, open_backend
+from cqrskit import Backend
+from cqrskit.backends import open_backend
 
 MIN_SERVER_VERSION = 130000  # xid8 and pg_current_xact_id()
 

@@ -11,7 +11,6 @@ The global order is gap-safe under any number of concurrent writers: see
 
 from __future__ import annotations
 
-from cqrskit.backends import Backend
 from cqrskit.postgres._appends import APPEND_SQL, append_params
 from cqrskit.postgres._common import (
     MAX_EVENTS_PER_TRANSACTION,
@@ -21,6 +20,7 @@ from cqrskit.postgres._common import (
 from cqrskit.postgres._events import PostgresEventStore
 from cqrskit.postgres._read import PostgresReadStore
 from cqrskit.postgres._schema import LATEST_VERSION, MIGRATIONS, Migration, migrate
+from cqrskit.store import Backend
 
 __all__ = [
     "APPEND_SQL",

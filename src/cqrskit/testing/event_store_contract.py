@@ -22,10 +22,9 @@ from uuid import uuid4
 import msgspec
 import pytest
 
-from cqrskit.backends import Backend
 from cqrskit.errors import ConcurrencyError, DuplicateIdempotencyKey
 from cqrskit.messages import Metadata, NewEvent, RecordedEvent
-from cqrskit.store import ANY_VERSION, NO_STREAM, EventStore, IdempotencyRecord
+from cqrskit.store import ANY_VERSION, NO_STREAM, Backend, EventStore, IdempotencyRecord
 
 _TIMEOUT = 20.0  # seconds before a test that waits for events fails instead of hanging
 

@@ -18,9 +18,9 @@ from uuid import uuid4
 
 import pytest
 
-from cqrskit.backends import Backend
 from cqrskit.errors import CheckpointMoved
 from cqrskit.readmodel import Column, ColumnType, ReadStore, Row, Table, ViewTransaction
+from cqrskit.store import Backend
 
 
 def _items(name: str = "contract_items") -> Table:
