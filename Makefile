@@ -1,32 +1,50 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# `make serve PORT=8080 DB=postgresql://user@host/db`
+PORT ?= 8000
+DB ?=
+PIP := $(BIN)/pip install --disable-pip-version-check --progress-bar on
 
 .PHONY: install demo test lint serve bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/.created:
+	@echo "==> creating a virtual environment in $(VENV) (with $(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	touch $(STAMP)
+	@touch $@
 
-install: $(STAMP)
+# The service (CLI, HTTP) on SQLite: what `make demo` and `make serve` need.
+$(VENV)/.service: pyproject.toml $(VENV)/.created
+	@echo "==> installing cqrskit and the Orders service (msgspec, typer, rich, FastAPI, uvicorn)"
+	$(PIP) -e '.[service]'
+	@touch $@
 
-demo: $(STAMP)
+# Everything the tests and benchmarks need (PostgreSQL driver, test tools, eventsourcing).
+$(VENV)/.installed: pyproject.toml $(VENV)/.service
+	@echo "==> installing the PostgreSQL driver and the test tools (pytest, mypy, ruff, ...)"
+	$(PIP) -e '.[service,postgres,dev,bench]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.service
+	@echo "==> playing the Orders demo on a fresh SQLite database"
 	$(BIN)/orders demo
 
-test: $(STAMP)
+lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/pytest
 
-serve: $(STAMP)
-	$(BIN)/orders serve
+serve: $(VENV)/.service
+	$(BIN)/orders serve --port $(PORT) $(if $(DB),--db '$(DB)',)
 
 # Benchmarks against the eventsourcing library: quick sizes; `make bench FULL=1` for the full run.
-bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks $(if $(FULL),--full,)
 
 clean:

@@ -3,9 +3,10 @@
 The write side: :class:`Command`, :class:`Event`, :class:`Decider`, :class:`CommandHandler` and
 an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner` and a
 :class:`ReadStore`. Backends live in their own modules (``cqrskit.memory``, ``cqrskit.sqlite``,
-``cqrskit.postgres``); open one by URL with :func:`cqrskit.backends.open_backend`.
+``cqrskit.postgres``); open one by URL with :func:`open_backend`.
 """
 
+from cqrskit.backends import open_backend
 from cqrskit.codec import EventCodec
 from cqrskit.commands import CommandHandler, CommandResult
 from cqrskit.decider import Decider
@@ -75,4 +76,5 @@ __all__ = [
     "UnknownCommand",
     "UnknownEventType",
     "ViewTransaction",
+    "open_backend",
 ]

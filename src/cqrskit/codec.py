@@ -13,6 +13,8 @@ from cqrskit.errors import ConfigurationError, UnknownEventType
 from cqrskit.ids import uuid7
 from cqrskit.messages import Event, Metadata, NewEvent, RecordedEvent
 
+__all__ = ["EventCodec"]
+
 _encoder = msgspec.json.Encoder(decimal_format="string")
 
 

@@ -24,6 +24,8 @@ from cqrskit.errors import (
 from cqrskit.messages import Command, Event, Metadata
 from cqrskit.store import EventStore, IdempotencyRecord, IdempotentResult
 
+__all__ = ["CommandHandler", "CommandResult", "fingerprint"]
+
 C = TypeVar("C", bound=Command)
 S = TypeVar("S")
 

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+__all__ = ["Decider"]
+
 C = TypeVar("C")
 E = TypeVar("E")
 S = TypeVar("S")

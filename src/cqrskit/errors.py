@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "CheckpointMoved",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "CqrsKitError",
+    "DomainError",
+    "DuplicateIdempotencyKey",
+    "IdempotencyKeyReused",
+    "InvalidCommand",
+    "StoreUnavailable",
+    "StreamNotFound",
+    "UnknownCommand",
+    "UnknownEventType",
+]
+
 
 class CqrsKitError(Exception):
     """Base class of every error raised by cqrskit."""

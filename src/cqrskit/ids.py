@@ -11,6 +11,8 @@ import threading
 import time
 import uuid
 
+__all__ = ["uuid7"]
+
 _lock = threading.Lock()
 _last = 0
 

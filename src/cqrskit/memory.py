@@ -12,6 +12,8 @@ from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
 from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
 
+__all__ = ["InMemoryEventStore", "InMemoryReadStore"]
+
 
 class InMemoryEventStore:
     """An :class:`~cqrskit.EventStore` held in process memory. Nothing survives the process."""

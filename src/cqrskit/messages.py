@@ -12,6 +12,14 @@ from uuid import UUID
 
 import msgspec
 
+__all__ = [
+    "Command",
+    "Event",
+    "Metadata",
+    "NewEvent",
+    "RecordedEvent",
+]
+
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
     """Base class of commands: an intent to change one stream, named in the imperative."""

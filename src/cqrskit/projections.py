@@ -16,6 +16,14 @@ from cqrskit.messages import Event, RecordedEvent
 from cqrskit.readmodel import ReadStore, Table, ViewTransaction
 from cqrskit.store import EventStore
 
+__all__ = [
+    "Handler",
+    "LeasingReadStore",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionStatus",
+]
+
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E, RecordedEvent, ViewTransaction], None]
 log = logging.getLogger("cqrskit.projections")

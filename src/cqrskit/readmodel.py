@@ -12,6 +12,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+__all__ = [
+    "Column",
+    "ColumnType",
+    "Key",
+    "Loader",
+    "ReadStore",
+    "Row",
+    "Table",
+    "UnitOfWork",
+    "ViewTransaction",
+]
+
 Row = dict[str, Any]
 Key = tuple[Any, ...]
 

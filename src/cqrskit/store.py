@@ -11,6 +11,17 @@ import msgspec
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.readmodel import ReadStore
 
+__all__ = [
+    "ANY_VERSION",
+    "NO_STREAM",
+    "AppendResult",
+    "Backend",
+    "EventStore",
+    "IdempotencyRecord",
+    "IdempotentResult",
+    "follow",
+]
+
 #: ``expected_version`` for an append that creates a stream: the stream must not exist yet.
 NO_STREAM = 0
 #: ``expected_version`` for an append that skips the version check.

@@ -1,6 +1,8 @@
-"""The composition root: builds the Orders application from settings.
+"""The Orders application and its composition root (:func:`build_app`).
 
-Only this module and the entrypoints choose backends (by URL).
+:class:`OrdersApp` is what the entrypoints (CLI, HTTP, the projection worker) talk to: commands
+(:meth:`OrdersApp.send`), queries (:attr:`OrdersApp.queries`), the event log, the projections'
+state. Only this module chooses a backend (by URL) and touches it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,20 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cqrskit import Backend, CommandHandler, EventCodec, ProjectionRunner
+from cqrskit import (
+    Backend,
+    Command,
+    CommandHandler,
+    CommandResult,
+    EventCodec,
+    Metadata,
+    ProjectionRunner,
+    RecordedEvent,
+)
 from cqrskit.backends import open_backend
 from orders.domain import (
     EVENT_TYPES,
@@ -23,10 +34,26 @@ from orders.domain import (
     order_decider,
     stream_id,
 )
+from orders.errors import ConsistencyTimeout, OrderNotFound, UnknownProjection
 from orders.projections import PROJECTIONS
 from orders.queries import OrderQueries
 
+__all__ = [
+    "DEFAULT_DB_URL",
+    "LAG_CAP",
+    "OrdersApp",
+    "ProjectionLag",
+    "RebuildProgress",
+    "Settings",
+    "build_app",
+    "register_commands",
+]
+
 DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
+#: lag in events is counted by reading at most this many unapplied events
+LAG_CAP = 10_000
+#: ``on_progress(projection, done, total)`` during a rebuild, in units of the log's span
+RebuildProgress = Callable[[str, int, int], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,18 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class ProjectionLag:
+    """A projection's checkpoint and how far behind the event store it is."""
+
+    name: str
+    position: int
+    head: int
+    running: bool | None  # None: the projections run in another process
+    lag_events: int
+    lag_seconds: float
+
+
 @dataclass
 class OrdersApp:
     """The wired application: command handling, projections and queries over one backend."""
@@ -64,6 +103,75 @@ class OrdersApp:
     queries: OrderQueries
     runners: tuple[ProjectionRunner, ...]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    # -- commands --
+
+    async def send(
+        self,
+        command: Command,
+        *,
+        idempotency_key: str | None = None,
+        metadata: Metadata | None = None,
+    ) -> CommandResult:
+        """Handle ``command`` (see :meth:`cqrskit.CommandHandler.handle` for what it raises)."""
+        return await self.commands.handle(
+            command, idempotency_key=idempotency_key, metadata=metadata
+        )
+
+    @property
+    def command_retries(self) -> int:
+        """Commands decided again after a concurrency conflict, since the app started."""
+        return self.commands.retries
+
+    # -- the event log --
+
+    async def order_events(
+        self, order_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The order's event stream from ``from_version`` on; :class:`OrderNotFound` if none."""
+        store = self.backend.events
+        found = await store.read_stream(stream_id(order_id), from_version=from_version, limit=limit)
+        if not found and await store.stream_version(stream_id(order_id)) == 0:
+            raise OrderNotFound(order_id)
+        return found
+
+    async def events(self, after: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        """Up to ``limit`` events of the whole log after global position ``after``."""
+        return await self.backend.events.read_all(after, limit)
+
+    async def head_position(self) -> int:
+        """The global position of the newest event (0 when the log is empty)."""
+        return await self.backend.events.head_position()
+
+    # -- projections --
+
+    @property
+    def projection_names(self) -> tuple[str, ...]:
+        return tuple(runner.projection.name for runner in self.runners)
+
+    async def projection_lags(self, *, in_process: bool) -> list[ProjectionLag]:
+        """Checkpoint, unapplied events (up to :data:`LAG_CAP`) and age of the oldest unapplied
+        event, for each projection. Reads checkpoints from the read store, so it is right also
+        when a separate worker runs the projections (``in_process=False``).
+
+        Positions need not be dense (PostgreSQL), so lag in events is counted, not subtracted.
+        """
+        head = await self.head_position()
+        lags = []
+        pending: dict[int, tuple[int, float]] = {}
+        for runner in self.runners:
+            name = runner.projection.name
+            position = await self.backend.read.checkpoint(name)
+            if position not in pending:
+                unapplied = await self.backend.events.read_all(position, LAG_CAP)
+                age = time.time() - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
+                pending[position] = (len(unapplied), max(0.0, age))
+            count, age = pending[position]
+            # Alive, not necessarily applying: a runner standing by for another process's
+            # lease (PostgreSQL) is as ready as the one holding it.
+            running = self.projections_running if in_process else None
+            lags.append(ProjectionLag(name, position, head, running, count, age))
+        return lags
 
     async def setup_read_model(self) -> None:
         """Create the read-model tables and load the projections' checkpoints."""
@@ -79,10 +187,35 @@ class OrdersApp:
         for runner in self.runners:
             await runner.catch_up()
 
-    async def rebuild(self) -> None:
-        """Empty every read model and replay the whole event log into it."""
-        for runner in self.runners:
-            await runner.rebuild()
+    async def rebuild(
+        self, names: Sequence[str] | None = None, on_progress: RebuildProgress | None = None
+    ) -> None:
+        """Empty the read models of ``names`` (default: every projection) and replay the whole
+        event log into them, one after the other.
+
+        ``on_progress(projection, done, total)`` is awaited after each batch. Positions need
+        not be dense (PostgreSQL's are not): progress is measured along the span from the
+        first event's position to the head's. Raises :class:`UnknownProjection`.
+        """
+        known = self.projection_names
+        for name in names or ():
+            if name not in known:
+                raise UnknownProjection(name, known)
+        runners = [r for r in self.runners if names is None or r.projection.name in names]
+        head = await self.head_position()
+        first = await self.events(0, 1)
+        start = first[0].position - 1 if first else 0
+        span = max(head - start, 1)
+        for runner in runners:
+            name = runner.projection.name
+
+            async def advance(position: int, name: str = name) -> None:
+                if on_progress is not None:
+                    await on_progress(name, min(position, head) - start, span)
+
+            await runner.rebuild(on_batch=advance)
+            if on_progress is not None:
+                await on_progress(name, span, span)
 
     def start_projections(self) -> None:
         """Run the projections in the background (catch up, then follow) until :meth:`close`."""
@@ -108,6 +241,13 @@ class OrdersApp:
             if not await self._wait_for_runner(runner, position, deadline):
                 return False
         return True
+
+    async def read_your_writes(self, position: int) -> None:
+        """Wait until the read model includes the write at ``position`` (a consistency token);
+        raise :class:`ConsistencyTimeout` after the configured consistency timeout."""
+        timeout = self.settings.consistency_timeout
+        if not await self.wait_for_position(position, timeout):
+            raise ConsistencyTimeout(position, timeout)
 
     async def _wait_for_runner(
         self, runner: ProjectionRunner, position: int, deadline: float
@@ -150,11 +290,7 @@ async def build_app(
     backend = await open_backend(settings.db_url)
     codec = EventCodec(EVENT_TYPES)
     commands = CommandHandler(backend.events, codec, clock=clock)
-    commands.register(
-        CreateOrder, order_decider, stream_id=lambda c: stream_id(c.order_id), creates_stream=True
-    )
-    commands.register(AddItem, order_decider, stream_id=lambda c: stream_id(c.order_id))
-    commands.register(SubmitOrder, order_decider, stream_id=lambda c: stream_id(c.order_id))
+    register_commands(commands)
     runners = tuple(
         ProjectionRunner(
             projection,
@@ -168,3 +304,14 @@ async def build_app(
     app = OrdersApp(settings, backend, codec, commands, OrderQueries(backend.read), runners)
     await app.setup_read_model()
     return app
+
+
+def register_commands(handler: CommandHandler) -> None:
+    """Route the Orders commands to the order decider, each on its order's stream."""
+
+    def order_stream(command: CreateOrder | AddItem | SubmitOrder) -> str:
+        return stream_id(command.order_id)
+
+    handler.register(CreateOrder, order_decider, stream_id=order_stream, creates_stream=True)
+    handler.register(AddItem, order_decider, stream_id=order_stream)
+    handler.register(SubmitOrder, order_decider, stream_id=order_stream)

@@ -14,6 +14,7 @@ import typer
 from rich.progress import (
     BarColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -25,14 +26,18 @@ from cqrskit import (
     ConfigurationError,
     DomainError,
     InvalidCommand,
-    ProjectionRunner,
     StoreUnavailable,
     StreamNotFound,
 )
+from cqrskit.urls import redact
 from orders import render
 from orders.app import OrdersApp, Settings, build_app
 from orders.demo import DemoNeedsEmptyStore, play_demo
-from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder, stream_id
+from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
+from orders.logs import configure_logging
+
+__all__ = ["app", "main", "parse_item", "run_with_app"]
 
 T = TypeVar("T")
 
@@ -87,9 +92,15 @@ def run_with_app(
 
     try:
         return asyncio.run(main())
-    except (DomainError, StreamNotFound, ConcurrencyError, DemoNeedsEmptyStore) as error:
+    except (
+        DomainError,
+        StreamNotFound,
+        ConcurrencyError,
+        DemoNeedsEmptyStore,
+        OrderNotFound,
+    ) as error:
         _fail(str(error), EXIT_REJECTED)
-    except InvalidCommand as error:
+    except (InvalidCommand, InvalidQuery, UnknownProjection) as error:
         _fail(str(error), EXIT_INVALID)
     except (StoreUnavailable, ConfigurationError) as error:
         _fail(str(error), EXIT_UNAVAILABLE)
@@ -115,7 +126,7 @@ def _send(db: str | None, build: Callable[[], Command], as_json: bool) -> None:
         _fail(str(error), EXIT_INVALID)
 
     async def work(orders_app: OrdersApp) -> None:
-        result = await orders_app.commands.handle(command)
+        result = await orders_app.send(command)
         if as_json:
             _print_json(
                 {
@@ -265,14 +276,11 @@ def events(
     """Show the event log: one order's stream, or every event in global order."""
 
     async def work(orders_app: OrdersApp) -> None:
-        store = orders_app.backend.events
         if order_id is not None:
-            found = await store.read_stream(stream_id(order_id), limit=limit)
-            if not found:
-                _fail(f"order {order_id!r} not found", EXIT_REJECTED)
+            found = await orders_app.order_events(order_id, limit=limit)
             title = f"Events of order {order_id}"
         else:
-            found = await store.read_all(after, limit)
+            found = await orders_app.events(after, limit)
             title = "All events (global order)"
         if as_json:
             _print_json(
@@ -314,12 +322,10 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
     """Each projection's checkpoint and how far it is behind the event store."""
 
     async def work(orders_app: OrdersApp) -> list[dict[str, Any]]:
-        head = await orders_app.backend.events.head_position()
-        rows = []
-        for runner in orders_app.runners:
-            position = await orders_app.backend.read.checkpoint(runner.projection.name)
-            rows.append({"projection": runner.projection.name, "position": position, "head": head})
-        return rows
+        lags = await orders_app.projection_lags(in_process=False)
+        return [
+            {"projection": lag.name, "position": lag.position, "head": lag.head} for lag in lags
+        ]
 
     rows = run_with_app(db, work)
     if as_json:
@@ -341,37 +347,23 @@ def projections_rebuild(
 ) -> None:
     """Empty the read model and replay every event into it, with a progress bar."""
 
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+
     async def work(orders_app: OrdersApp) -> None:
-        runners = [r for r in orders_app.runners if name in (None, r.projection.name)]
-        if not runners:
-            known = ", ".join(r.projection.name for r in orders_app.runners)
-            _fail(f"no projection named {name!r} (known: {known})", EXIT_INVALID)
-        events = orders_app.backend.events
-        head = await events.head_position()
-        first = await events.read_all(0, 1)
-        # Positions need not be dense (PostgreSQL's are not): progress is measured along the
-        # span from the first event's position to the head's.
-        start = first[0].position - 1 if first else 0
-        span = max(head - start, 1)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-        )
         with Progress(*columns, console=render.console()) as progress:
+            tasks: dict[str, TaskID] = {}
 
-            async def rebuild(runner: ProjectionRunner) -> None:
-                task = progress.add_task(runner.projection.name, total=span)
+            async def advance(projection: str, done: int, total: int) -> None:
+                if projection not in tasks:
+                    tasks[projection] = progress.add_task(projection, total=total)
+                progress.update(tasks[projection], completed=done)
 
-                async def advance(position: int) -> None:
-                    progress.update(task, completed=min(position, head) - start)
-
-                await runner.rebuild(on_batch=advance)
-                progress.update(task, completed=span)
-
-            for runner in runners:
-                await rebuild(runner)
+            await orders_app.rebuild(None if name is None else [name], on_progress=advance)
 
     run_with_app(db, work)
 
@@ -385,16 +377,6 @@ def db_migrate(db: DbOption = None) -> None:
 
     url = run_with_app(db, work)
     render.console().print(f"[green]ok[/] schema is up to date: {redact(url)}")
-
-
-def redact(url: str) -> str:
-    """``url`` without its password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 @app.command()
@@ -412,7 +394,7 @@ def serve(
     """Run the HTTP service (docs at /docs) until SIGINT/SIGTERM; projections run beside it."""
     from orders.http import server  # the web stack is loaded only to serve
 
-    server.configure_logging()
+    configure_logging()
     run_with_app(
         db,
         lambda orders_app: server.serve(
@@ -424,10 +406,10 @@ def serve(
 @app.command()
 def project(db: DbOption = None) -> None:
     """Run the projections as a separate worker until SIGINT/SIGTERM (serve --no-projections)."""
-    from orders.http import server
+    from orders.worker import project as run_projections
 
-    server.configure_logging()
-    run_with_app(db, server.project)
+    configure_logging()
+    run_with_app(db, run_projections)
 
 
 def main() -> None:

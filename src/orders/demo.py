@@ -12,6 +12,13 @@ from orders import render
 from orders.app import OrdersApp
 from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
 
+__all__ = [
+    "CUSTOMER",
+    "DEMO_COMMANDS",
+    "DemoNeedsEmptyStore",
+    "play_demo",
+]
+
 CUSTOMER = "CUST-123"
 
 
@@ -37,8 +44,7 @@ class DemoNeedsEmptyStore(Exception):
 
 async def play_demo(app: OrdersApp, out: Console) -> None:
     """Send the seed's commands, show the events they produced, then the read side."""
-    head = await app.backend.events.head_position()
-    if head:
+    if await app.head_position():
         raise DemoNeedsEmptyStore(
             "the demo needs an empty store, and this one already holds events: "
             "use a fresh database (the default demo database is recreated on each run)"
@@ -48,14 +54,14 @@ async def play_demo(app: OrdersApp, out: Console) -> None:
     out.print(Rule("Command side (writes)", style="cyan"))
     last_position = 0
     for command in DEMO_COMMANDS:
-        result = await app.commands.handle(command)
+        result = await app.send(command)
         last_position = result.position
         out.print(f"[bold cyan]command[/] {command.command_type} {_describe(command)}")
         out.print(render.produced_events_table(result.events))
         out.print(f"  stream {result.stream_id} at version {result.version}\n")
 
     out.print(Rule("Event store (global order)", style="cyan"))
-    out.print(render.events_table("All events", await app.backend.events.read_all(0, 100)))
+    out.print(render.events_table("All events", await app.events(0, 100)))
 
     app.start_projections()
     if not await app.wait_for_position(last_position, timeout=30):

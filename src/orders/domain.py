@@ -10,6 +10,35 @@ import msgspec
 
 from cqrskit import Command, Decider, DomainError, Event, InvalidCommand
 
+__all__ = [
+    "EVENT_TYPES",
+    "INITIAL",
+    "MAX_PRICE",
+    "MAX_QUANTITY",
+    "MAX_TEXT",
+    "AddItem",
+    "CannotModifySubmittedOrder",
+    "CannotSubmitEmptyOrder",
+    "CreateOrder",
+    "ItemAdded",
+    "LineItem",
+    "OrderAlreadyExists",
+    "OrderAlreadySubmitted",
+    "OrderCommand",
+    "OrderCreated",
+    "OrderEvent",
+    "OrderState",
+    "OrderSubmitted",
+    "Status",
+    "SubmitOrder",
+    "check_item",
+    "check_price",
+    "decide",
+    "evolve",
+    "order_decider",
+    "stream_id",
+]
+
 MAX_PRICE = Decimal("1000000.00")
 MAX_QUANTITY = 1_000_000
 MAX_TEXT = 200

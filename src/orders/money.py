@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
+__all__ = [
+    "CENT",
+    "average",
+    "format_amount",
+    "from_cents",
+    "to_cents",
+]
+
 CENT = Decimal("0.01")
 
 

@@ -14,6 +14,17 @@ from cqrskit import Column, ColumnType, Projection, RecordedEvent, Row, Table, V
 from orders.domain import ItemAdded, LineItem, OrderCreated, OrderSubmitted
 from orders.money import format_amount, to_cents
 
+__all__ = [
+    "DAILY_STATS",
+    "DASHBOARD",
+    "DASHBOARD_SCOPE",
+    "ORDERS",
+    "ORDER_TOTALS",
+    "PROJECTIONS",
+    "orders_projection",
+    "stats_projection",
+]
+
 TEXT, INTEGER, JSON, TIMESTAMP = (
     ColumnType.TEXT,
     ColumnType.INTEGER,

@@ -11,9 +11,19 @@ from typing import Any, Literal
 import msgspec
 
 from cqrskit import ReadStore, Row
-from cqrskit.errors import InvalidCommand
+from orders.errors import InvalidCursor, InvalidQuery
 from orders.money import average, from_cents
 from orders.projections import DAILY_STATS, DASHBOARD, DASHBOARD_SCOPE, ORDERS
+
+__all__ = [
+    "MAX_PAGE",
+    "DailyStats",
+    "DashboardStats",
+    "OrderLine",
+    "OrderPage",
+    "OrderQueries",
+    "OrderView",
+]
 
 MAX_PAGE = 500
 
@@ -54,10 +64,6 @@ class DashboardStats(msgspec.Struct, frozen=True, kw_only=True):
     draft_orders: int
     submitted_orders: int
     average_order_value: Decimal
-
-
-class InvalidCursor(InvalidCommand):
-    """A pagination cursor that this service did not hand out."""
 
 
 class OrderQueries:
@@ -104,7 +110,7 @@ class OrderQueries:
 
     async def _page(self, where: dict[str, Any], limit: int, cursor: str | None) -> OrderPage:
         if not 1 <= limit <= MAX_PAGE:
-            raise InvalidCommand(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+            raise InvalidQuery(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         rows = await self._read.find(
             ORDERS,
             where=where,

@@ -12,6 +12,17 @@ from cqrskit import Event, RecordedEvent
 from orders.money import format_amount
 from orders.queries import DailyStats, DashboardStats, OrderView
 
+__all__ = [
+    "console",
+    "daily_table",
+    "dashboard_table",
+    "events_table",
+    "order_details",
+    "order_table",
+    "orders_table",
+    "produced_events_table",
+]
+
 
 def _event_payload(event: Event) -> str:
     return msgspec.json.encode(event).decode()

@@ -235,7 +235,7 @@ def test_bad_query_parameters_and_tokens_are_422(server: ServerThread) -> None:
 
 def _slug_for(params: dict[str, Any]) -> tuple[str]:
     # A well-formed cursor that this service did not hand out is refused by the query itself.
-    return ("invalid-command",) if params.get("cursor") == "not-a-cursor" else ("validation-error",)
+    return ("invalid-query",) if params.get("cursor") == "not-a-cursor" else ("validation-error",)
 
 
 def test_unsupported_methods_are_405_with_allow(server: ServerThread) -> None:

@@ -29,15 +29,9 @@ import pytest
 from cqrskit import Backend
 from cqrskit.errors import ConcurrencyError
 from cqrskit.messages import NewEvent, RecordedEvent
-from cqrskit.postgres import (
-    APPEND_SQL,
-    PostgresEventStore,
-    append_params,
-    decode_position,
-    encode_position,
-    migrate,
-    open_backend,
-)
+from cqrskit.postgres import PostgresEventStore, migrate, open_backend
+from cqrskit.postgres._appends import APPEND_SQL, append_params
+from cqrskit.postgres._common import decode_position, encode_position
 from cqrskit.store import EventStore
 from tests.support.postgres import fresh_url
 

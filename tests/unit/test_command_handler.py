@@ -17,6 +17,7 @@ from cqrskit import (
 )
 from cqrskit.memory import InMemoryEventStore
 from cqrskit.store import IdempotentResult
+from orders.app import register_commands
 from orders.domain import (
     EVENT_TYPES,
     AddItem,
@@ -25,7 +26,6 @@ from orders.domain import (
     ItemAdded,
     LineItem,
     SubmitOrder,
-    order_decider,
     stream_id,
 )
 
@@ -35,11 +35,7 @@ codec = EventCodec(EVENT_TYPES)
 
 def make_handler(store: InMemoryEventStore, max_retries: int = 3) -> CommandHandler:
     handler = CommandHandler(store, codec, max_retries=max_retries)
-    handler.register(
-        CreateOrder, order_decider, stream_id=lambda c: stream_id(c.order_id), creates_stream=True
-    )
-    handler.register(AddItem, order_decider, stream_id=lambda c: stream_id(c.order_id))
-    handler.register(SubmitOrder, order_decider, stream_id=lambda c: stream_id(c.order_id))
+    register_commands(handler)
     return handler
 
 
@@ -133,9 +129,7 @@ async def test_events_carry_the_handlers_clock_and_metadata() -> None:
     moment = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     store = InMemoryEventStore()
     handler = CommandHandler(store, codec, clock=lambda: moment)
-    handler.register(
-        CreateOrder, order_decider, stream_id=lambda c: stream_id(c.order_id), creates_stream=True
-    )
+    register_commands(handler)
     meta = Metadata(correlation_id="corr-1", causation_id="cause-1")
     await handler.handle(CreateOrder(order_id="A", customer_id="C"), metadata=meta)
     [recorded] = await store.read_all()

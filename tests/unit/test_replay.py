@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cqrskit import CommandHandler, DomainError, EventCodec, ProjectionRunner, StreamNotFound
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
+from orders.app import register_commands
 from orders.domain import (
     EVENT_TYPES,
     AddItem,
@@ -57,11 +58,7 @@ class Clock:
 async def _play(script: list[OrderCommand]) -> tuple[InMemoryEventStore, CommandHandler]:
     store = InMemoryEventStore()
     handler = CommandHandler(store, EventCodec(EVENT_TYPES), clock=Clock())
-    handler.register(
-        CreateOrder, order_decider, stream_id=lambda c: stream_id(c.order_id), creates_stream=True
-    )
-    handler.register(AddItem, order_decider, stream_id=lambda c: stream_id(c.order_id))
-    handler.register(SubmitOrder, order_decider, stream_id=lambda c: stream_id(c.order_id))
+    register_commands(handler)
     for command in script:
         with contextlib.suppress(DomainError, StreamNotFound):
             await handler.handle(command)

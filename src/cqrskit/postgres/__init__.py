@@ -11,28 +11,17 @@ The global order is gap-safe under any number of concurrent writers: see
 
 from __future__ import annotations
 
-from cqrskit.postgres._appends import APPEND_SQL, append_params
-from cqrskit.postgres._common import (
-    MAX_EVENTS_PER_TRANSACTION,
-    decode_position,
-    encode_position,
-)
+from cqrskit.postgres._common import MAX_EVENTS_PER_TRANSACTION
 from cqrskit.postgres._events import PostgresEventStore
 from cqrskit.postgres._read import PostgresReadStore
-from cqrskit.postgres._schema import LATEST_VERSION, MIGRATIONS, Migration, migrate
+from cqrskit.postgres._schema import LATEST_VERSION, migrate
 from cqrskit.store import Backend
 
 __all__ = [
-    "APPEND_SQL",
     "LATEST_VERSION",
     "MAX_EVENTS_PER_TRANSACTION",
-    "MIGRATIONS",
-    "Migration",
     "PostgresEventStore",
     "PostgresReadStore",
-    "append_params",
-    "decode_position",
-    "encode_position",
     "migrate",
     "open_backend",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from cqrskit.errors import StoreUnavailable
+from cqrskit.urls import redact
 
 Connection = psycopg.AsyncConnection[TupleRow]
 Pool = psycopg_pool.AsyncConnectionPool[Connection]
@@ -116,19 +116,6 @@ def advisory_key(*parts: str) -> int:
     """A signed 64-bit advisory-lock key for ``parts`` (stable across processes)."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-_PASSWORDS = (
-    (re.compile(r"(://[^:/@\s]*:)[^@\s]*@"), r"\1***@"),  # postgresql://user:secret@host
-    (re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE), r"\1***"),  # password=secret
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with anything that looks like a password replaced by ``***``."""
-    for pattern, replacement in _PASSWORDS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _first_line(error: BaseException) -> str:

@@ -12,9 +12,9 @@ from cqrskit.postgres._common import (
     advisory_key,
     connect_kwargs,
     describe,
-    redact,
     translate_errors,
 )
+from cqrskit.urls import redact
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from cqrskit.decider import Decider
 
+__all__ = ["DeciderSpec"]
+
 C = TypeVar("C")
 E = TypeVar("E")
 S = TypeVar("S")

@@ -461,3 +461,7 @@ async def test_subscribe_all_starts_after_the_given_position(backend: Backend) -
     recorded = await store.read_stream(stream)
     async with _subscribed(store, recorded[1].position, stream, batch_size=100) as received:
         assert [(await _next(received)).event_id for _ in events[2:]] == _ids(events[2:])
+
+
+#: The contract is every test of this module: ``from ... import *`` brings them all.
+__all__ = sorted(name for name in dict(globals()) if name.startswith("test_"))

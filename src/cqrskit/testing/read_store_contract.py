@@ -308,3 +308,7 @@ async def test_json_and_timestamp_values_round_trip(backend: Backend) -> None:
     moment = datetime(2024, 5, 1, 14, 30, tzinfo=UTC)
     at_moment = await store.find(ITEMS, where={"tenant": tenant, "seen_at": moment})
     assert [r["item_id"] for r in at_moment] == ["item-003"]
+
+
+#: The contract is every test of this module: ``from ... import *`` brings them all.
+__all__ = sorted(name for name in dict(globals()) if name.startswith("test_"))

@@ -2,21 +2,20 @@
 
 Routes add what they know (order id, command, outcome) to ``scope["orders.log"]``; the
 middleware adds method, path, status and latency and logs one record on the ``orders.http.access``
-logger with those fields as ``record.http``. :class:`JsonFormatter` prints any record as one JSON
-object per line.
+logger with those fields as ``record.http`` (:class:`orders.logs.JsonFormatter` prints them).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.http.metrics import Metrics
+
+__all__ = ["RequestLog"]
 
 access_log = logging.getLogger("orders.http.access")
 
@@ -60,21 +59,3 @@ class RequestLog:
                 "latency_ms": round(elapsed * 1000, 3),
             }
             access_log.info("request", extra={"http": record})
-
-
-class JsonFormatter(logging.Formatter):
-    """Each record as one JSON line: time, level, logger, message and structured fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "http", None)
-        if isinstance(fields, dict):
-            line.update(fields)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)

@@ -18,6 +18,10 @@ from orders.http.metrics import Metrics
 from orders.http.problems import install
 from orders.http.service import Service
 
+__all__ = [
+    "create_api",
+]
+
 
 def _openapi(api: FastAPI) -> dict[str, Any]:
     """The OpenAPI schema, with ``null`` dropped from the schemas of parameters.

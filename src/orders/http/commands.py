@@ -25,6 +25,8 @@ from orders.http.service import (
 #: generated order ids under an Idempotency-Key are uuid5(ORDER_ID_NAMESPACE, key)
 ORDER_ID_NAMESPACE = uuid.UUID("5d1c4c1e-8f1a-4c57-9a41-0d5e3b8f2a77")
 
+__all__ = ["ORDER_ID_NAMESPACE", "router"]
+
 router = APIRouter(route_class=DecimalJSONRoute)
 
 
@@ -38,7 +40,7 @@ async def _execute(
     outcome = "internal-error"
     started = time.perf_counter()
     try:
-        result = await service.app.commands.handle(command, idempotency_key=key)
+        result = await service.app.send(command, idempotency_key=key)
         outcome = "replayed" if result.replayed else "ok"
         return result
     except Exception as error:

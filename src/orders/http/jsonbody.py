@@ -20,6 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.http.problems import Problem, problem_response
 
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodyLimit",
+    "DecimalJSONRequest",
+    "DecimalJSONRoute",
+]
+
 MAX_BODY_BYTES = 64 * 1024
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)

@@ -1,58 +1,21 @@
-"""Prometheus metrics of the service, and where the projections stand (for /metrics and /readyz).
+"""Prometheus metrics of the service.
 
 Each API instance has its own registry (several services may live in one process, e.g. tests).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orders.app import OrdersApp
+from orders.app import LAG_CAP, OrdersApp, ProjectionLag
 
-#: lag in events is counted by reading at most this many unapplied events
-LAG_CAP = 10_000
+__all__ = ["Metrics"]
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-
-@dataclass(frozen=True)
-class ProjectionLag:
-    """A projection's checkpoint and how far behind the event store it is."""
-
-    name: str
-    position: int
-    running: bool | None  # None: the projections run in another process
-    lag_events: int
-    lag_seconds: float
-
-
-async def projection_lags(orders_app: OrdersApp, *, in_process: bool) -> list[ProjectionLag]:
-    """Checkpoint, unapplied events (up to :data:`LAG_CAP`) and age of the oldest unapplied
-    event, for each projection. Reads checkpoints from the read store, so it is right also
-    when a separate worker runs the projections.
-
-    Positions need not be dense (PostgreSQL), so lag in events is counted, not subtracted.
-    """
-    lags = []
-    pending: dict[int, tuple[int, float]] = {}
-    for runner in orders_app.runners:
-        name = runner.projection.name
-        position = await orders_app.backend.read.checkpoint(name)
-        if position not in pending:
-            unapplied = await orders_app.backend.events.read_all(position, LAG_CAP)
-            age = time.time() - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
-            pending[position] = (len(unapplied), max(0.0, age))
-        count, age = pending[position]
-        # Alive, not necessarily applying: a runner standing by for another process's lease
-        # (PostgreSQL) is as ready as the one holding it.
-        running = orders_app.projections_running if in_process else None
-        lags.append(ProjectionLag(name, position, running, count, age))
-    return lags
 
 
 class _RetriesCollector(Collector):
@@ -64,7 +27,7 @@ class _RetriesCollector(Collector):
             "cqrskit_command_retries",
             "Commands decided again after a concurrency conflict (optimistic concurrency).",
         )
-        family.add_metric([], self._app.commands.retries)
+        family.add_metric([], self._app.command_retries)
         yield family
 
 

@@ -27,6 +27,34 @@ from pydantic import (
 from orders.domain import MAX_PRICE, MAX_QUANTITY, MAX_TEXT
 from orders.money import CENT
 
+__all__ = [
+    "AMOUNT_STRING",
+    "ID_PATTERN",
+    "MAX_ITEMS",
+    "PRICE_STRING",
+    "TEXT_PATTERN",
+    "Amount",
+    "CommandAccepted",
+    "CreateOrderIn",
+    "DailyStatsOut",
+    "DashboardOut",
+    "DayOut",
+    "EventOut",
+    "EventsOut",
+    "HealthOut",
+    "Id",
+    "ItemIn",
+    "ItemOut",
+    "Name",
+    "OrderOut",
+    "OrderPageOut",
+    "Price",
+    "ProblemOut",
+    "ProjectionOut",
+    "Quantity",
+    "ReadyOut",
+]
+
 #: ids that travel in URLs: letters, digits and ``. _ : @ ~ -``
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,99}$"
 #: free text: no control characters, not blank. The white space is spelled out rather than

@@ -11,12 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
-from orders.http.metrics import projection_lags
 from orders.http.service import ServiceDep
 
 log = logging.getLogger("orders.http")
 
 READY_TIMEOUT = 2.0
+
+__all__ = ["READY_TIMEOUT", "router"]
 
 router = APIRouter(route_class=DecimalJSONRoute)
 
@@ -40,7 +41,7 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
     )
     try:
         lags = await asyncio.wait_for(
-            projection_lags(service.app, in_process=service.projections_in_process),
+            service.app.projection_lags(in_process=service.projections_in_process),
             READY_TIMEOUT,
         )
     except Exception as error:  # any failure to reach the store means "not ready"
@@ -78,7 +79,7 @@ async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics (text format)."""
     try:
         lags = await asyncio.wait_for(
-            projection_lags(service.app, in_process=service.projections_in_process),
+            service.app.projection_lags(in_process=service.projections_in_process),
             READY_TIMEOUT,
         )
     except Exception as error:  # scraping must not fail because the store is down

@@ -26,27 +26,12 @@ from cqrskit import (
     StoreUnavailable,
     StreamNotFound,
 )
+from orders.errors import ConsistencyTimeout, InvalidQuery, OrderNotFound
+
+__all__ = ["PROBLEM_JSON", "Problem", "install", "problem_for", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("orders.http")
-
-
-class OrderNotFound(Exception):
-    """The read model (or the event store) has no order with this id."""
-
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"order {order_id!r} not found")
-        self.order_id = order_id
-
-
-class ConsistencyTimeout(Exception):
-    """The read model did not reach a consistency token within the configured wait."""
-
-    def __init__(self, token: str, timeout: float) -> None:
-        super().__init__(
-            f"the read model has not caught up with consistency token {token} "
-            f"within {timeout:g} s; retry later"
-        )
 
 
 @dataclass
@@ -78,8 +63,9 @@ def _kebab(name: str) -> str:
 def problem_for(error: BaseException) -> Problem:
     """The problem (status, type, detail) for ``error``: the service's whole error mapping.
 
-    validation → 422; unknown order → 404; business rule → 409; a concurrency conflict that
-    outlived the retries → 409 with ``Retry-After``; a reused idempotency key → 422; the store
+    validation (of the request, a command or a query) → 422; unknown order → 404; business
+    rule → 409; a concurrency conflict that outlived the retries → 409 with ``Retry-After``;
+    a reused idempotency key → 422; the store
     unreachable → 503; the read model not caught up with a consistency token → 504; anything
     else → 500 without internals.
     """
@@ -96,6 +82,8 @@ def problem_for(error: BaseException) -> Problem:
             return Problem(422, "idempotency-key-reused", "Idempotency key reused", str(error))
         case InvalidCommand():
             return Problem(422, "invalid-command", "Invalid command", str(error))
+        case InvalidQuery():
+            return Problem(422, "invalid-query", "Invalid query", str(error))
         case OrderNotFound(order_id=order_id):
             return Problem(
                 404,
@@ -187,6 +175,7 @@ def install(api: FastAPI) -> None:
         StarletteHTTPException,
         IdempotencyKeyReused,
         InvalidCommand,
+        InvalidQuery,
         OrderNotFound,
         StreamNotFound,
         ConcurrencyError,

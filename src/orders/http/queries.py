@@ -8,10 +8,9 @@ from typing import Annotated, Literal
 import msgspec
 from fastapi import APIRouter, Path, Query, Request
 
-from orders.domain import stream_id
+from orders.errors import OrderNotFound
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
-from orders.http.problems import ConsistencyTimeout, OrderNotFound
 from orders.http.service import (
     QUERY_ERRORS,
     ConsistencyToken,
@@ -24,6 +23,8 @@ from orders.http.service import (
 from orders.money import format_amount
 from orders.queries import MAX_PAGE, OrderPage, OrderView
 
+__all__ = ["router"]
+
 router = APIRouter(route_class=DecimalJSONRoute)
 
 
@@ -32,11 +33,8 @@ async def _read_your_writes(service: Service, token: str | None) -> None:
 
     Called first thing in a query's body, so a request with bad parameters never waits.
     """
-    if token is None:
-        return
-    timeout = service.app.settings.consistency_timeout
-    if not await service.app.wait_for_position(int(token), timeout):
-        raise ConsistencyTimeout(token, timeout)
+    if token is not None:
+        await service.app.read_your_writes(int(token))
 
 
 def _order_out(view: OrderView) -> models.OrderOut:
@@ -172,11 +170,7 @@ async def order_events(
 ) -> models.EventsOut:
     """The order's event stream, from the event store (always current: no token needed)."""
     log_order(request, order_id)
-    found = await service.app.backend.events.read_stream(
-        stream_id(order_id), from_version=from_version, limit=limit
-    )
-    if not found and await service.app.backend.events.stream_version(stream_id(order_id)) == 0:
-        raise OrderNotFound(order_id)
+    found = await service.app.order_events(order_id, from_version=from_version, limit=limit)
     return models.EventsOut(
         order_id=order_id,
         events=[

@@ -1,4 +1,4 @@
-"""Running the service: uvicorn with a graceful shutdown, and the separate projection worker.
+"""Running the HTTP service: uvicorn with a graceful shutdown.
 
 Shutdown order on SIGTERM/SIGINT: uvicorn stops accepting connections and lets in-flight
 requests finish (commands included, up to ``graceful_timeout``); then the caller closes the
@@ -8,11 +8,10 @@ back whole, checkpoint included) and closes the store.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
-import sys
+import socket
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -20,23 +19,30 @@ from types import FrameType
 import uvicorn
 
 from orders.app import OrdersApp
-from orders.http.access import JsonFormatter
 from orders.http.api import create_api
+
+__all__ = ["OrdersServer", "build_server", "serve"]
 
 log = logging.getLogger("orders.http")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log JSON lines to stderr (the entrypoints call this; importing never configures)."""
-    root = logging.getLogger()
-    if any(getattr(h, "_orders_json", False) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler._orders_json = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level)
+class OrdersServer(uvicorn.Server):
+    """uvicorn's server, which says where to connect once its socket listens (if ``announce``:
+    the port may have been chosen by the system)."""
+
+    announce = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.announce or self.should_exit:
+            return
+        for listener in self.servers:
+            for sock in listener.sockets:
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                print(f"Orders is serving on http://{shown}:{port}/ (API docs: /docs)", flush=True)
+                return
 
 
 def build_server(
@@ -46,7 +52,7 @@ def build_server(
     port: int = 8000,
     projections_in_process: bool = True,
     graceful_timeout: int = 30,
-) -> uvicorn.Server:
+) -> OrdersServer:
     """A uvicorn server for the API over ``orders_app`` (not started)."""
     api = create_api(orders_app, projections_in_process=projections_in_process)
     config = uvicorn.Config(
@@ -59,7 +65,7 @@ def build_server(
         timeout_graceful_shutdown=graceful_timeout,
         server_header=False,
     )
-    return uvicorn.Server(config)
+    return OrdersServer(config)
 
 
 async def serve(
@@ -81,29 +87,10 @@ async def serve(
         projections_in_process=run_projections,
         graceful_timeout=graceful_timeout,
     )
+    server.announce = True
     with _return_after_signal():
         await server.serve()
     log.info("server stopped; closing the projections and the store")
-
-
-async def project(orders_app: OrdersApp) -> None:
-    """Run the projections until SIGINT or SIGTERM (or until one of them stops on an error;
-    closing ``orders_app`` then raises that error)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in _SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        orders_app.start_projections()
-        names = ", ".join(r.projection.name for r in orders_app.runners)
-        log.info("projections running: %s", names)
-        while orders_app.projections_running and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        log.info("stopping projections" if stop.is_set() else "a projection stopped")
-    finally:
-        for sig in _SIGNALS:
-            loop.remove_signal_handler(sig)
 
 
 @contextlib.contextmanager

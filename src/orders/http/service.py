@@ -12,6 +12,20 @@ from orders.http import models
 from orders.http.metrics import Metrics
 from orders.http.problems import PROBLEM_JSON
 
+__all__ = [
+    "COMMAND_ERRORS",
+    "QUERY_ERRORS",
+    "TOKEN_HEADER",
+    "ConsistencyToken",
+    "IdempotencyKey",
+    "OrderIdPath",
+    "Service",
+    "ServiceDep",
+    "log_order",
+    "problem_responses",
+    "service_of",
+]
+
 
 @dataclass(frozen=True)
 class Service:

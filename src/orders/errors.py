@@ -1,0 +1,51 @@
+"""The Orders service's own errors (the framework's are in :mod:`cqrskit.errors`).
+
+Entrypoints map them to their medium in one place each: HTTP statuses in
+:mod:`orders.http.problems`, exit codes in :mod:`orders.cli`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConsistencyTimeout",
+    "InvalidCursor",
+    "InvalidQuery",
+    "OrderNotFound",
+    "UnknownProjection",
+]
+
+
+class OrderNotFound(Exception):
+    """No order with this id: the read model (or the event store) has none."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} not found")
+        self.order_id = order_id
+
+
+class InvalidQuery(Exception):
+    """A query's parameters are invalid (a page size out of range, a malformed cursor)."""
+
+
+class InvalidCursor(InvalidQuery):
+    """A pagination cursor that this service did not hand out."""
+
+
+class ConsistencyTimeout(Exception):
+    """The read model did not reach a consistency token within the configured wait."""
+
+    def __init__(self, position: int, timeout: float) -> None:
+        super().__init__(
+            f"the read model has not caught up with consistency token {position} "
+            f"within {timeout:g} s; retry later"
+        )
+        self.position = position
+        self.timeout = timeout
+
+
+class UnknownProjection(Exception):
+    """A projection name that this service does not have."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"no projection named {name!r} (known: {', '.join(known)})")
+        self.name = name
