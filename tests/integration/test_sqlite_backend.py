@@ -10,11 +10,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from cqrskit._sqlite_writer import GroupWriter
 from cqrskit.backends import open_backend
 from cqrskit.errors import ConcurrencyError, ConfigurationError, CqrsKitError, StoreUnavailable
 from cqrskit.messages import NewEvent
-from cqrskit.sqlite import SqliteEventStore, SqliteReadStore, parse_url
+from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
+from cqrskit.sqlite._common import parse_url
+from cqrskit.sqlite._writer import GroupCommit
 from cqrskit.store import NO_STREAM
 
 
@@ -167,7 +168,7 @@ async def test_appends_fail_instead_of_hanging_when_the_writer_thread_dies(
     def broken(self: object, batch: object) -> None:
         raise RuntimeError("a bug in the writer")
 
-    monkeypatch.setattr(GroupWriter, "_commit", broken)
+    monkeypatch.setattr(GroupCommit, "_commit", broken)
     async with asyncio.timeout(10):
         with pytest.raises(StoreUnavailable, match="a bug in the writer"):
             await store.append("s", [event()], NO_STREAM)

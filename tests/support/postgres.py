@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -90,12 +92,18 @@ def with_search_path(dsn: str, schema: str) -> str:
 
 def fresh_url(request: pytest.FixtureRequest) -> str:
     """A URL whose tables go into a new, empty schema, dropped when ``request`` finishes."""
+    dsn, schema = fresh_schema(request)
+    return with_search_path(dsn, schema)
+
+
+def fresh_schema(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(admin DSN, name) of a new, empty schema, dropped when ``request`` finishes."""
     dsn = server_dsn()
     schema = f"cqrskit_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     request.addfinalizer(functools.partial(_drop_schema, dsn, schema))
-    return with_search_path(dsn, schema)
+    return dsn, schema
 
 
 def _drop_schema(dsn: str, schema: str) -> None:
@@ -107,3 +115,50 @@ def _drop_schema(dsn: str, schema: str) -> None:
 async def open_postgres_backend(request: pytest.FixtureRequest) -> Backend:
     """A PostgreSQL backend in a schema of its own."""
     return await open_backend(fresh_url(request))
+
+
+def restore_dump(dsn: str, dump: str, *, dumped_schema: str, into_schema: str) -> None:
+    """Load ``dump`` (plain ``pg_dump --inserts`` text of ``dumped_schema``) into the existing,
+    empty ``into_schema``, with psycopg alone (no ``psql``), in one transaction.
+
+    psql meta-commands (``\\restrict``) are left out, and so are ``SET`` lines for settings this
+    server does not have (a newer ``pg_dump`` sets ``transaction_timeout``, unknown before 17).
+    """
+    with psycopg.connect(dsn) as conn:
+        known = {row[0] for row in conn.execute("SELECT name FROM pg_settings")}
+        kept = [line for line in dump.splitlines() if _restorable(line, known)]
+        script = "\n".join(kept).replace(f"CREATE SCHEMA {dumped_schema};", "")
+        script = re.sub(rf"\b{re.escape(dumped_schema)}\.", f'"{into_schema}".', script)
+        conn.execute(script.encode())  # several statements: no parameters, simple protocol
+
+
+def _restorable(line: str, known_settings: set[str]) -> bool:
+    if line.startswith("\\"):
+        return False
+    setting = re.match(r"SET (\w+) = .*;$", line)
+    return setting is None or setting[1] in known_settings
+
+
+def advance_transaction_ids_past(dsn: str, transaction_id: int) -> int:
+    """Make the server hand out transaction ids above ``transaction_id``; return how many
+    were used up for it (each costs one empty autocommit transaction).
+
+    Event positions on PostgreSQL encode the writing transaction's id; rows restored from
+    another cluster keep its ids, and stay hidden from ``read_all`` until this cluster's ids
+    pass them (see tests/fixtures/releases/README.md).
+    """
+    burnt = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while (gap := transaction_id - next_transaction_id(conn) + 1) > 0:
+            for _ in range(min(gap, 10_000)):
+                conn.execute("SELECT pg_current_xact_id()")
+            burnt += min(gap, 10_000)
+    return burnt
+
+
+def next_transaction_id(conn: psycopg.Connection[Any]) -> int:
+    """The next transaction id the server will hand out (asking uses none up)."""
+    # a snapshot's xmax is the first transaction id not yet handed out
+    row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+    assert row is not None
+    return int(row[0])

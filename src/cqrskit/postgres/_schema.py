@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import psycopg
 
 from cqrskit.errors import ConfigurationError, StoreUnavailable
+from cqrskit.migrations import Migration as Migration  # cqrskit.postgres exports it from here
+from cqrskit.migrations import latest_version, pending
 from cqrskit.postgres._common import (
     Connection,
     advisory_key,
@@ -16,17 +16,8 @@ from cqrskit.postgres._common import (
 )
 from cqrskit.urls import redact
 
-
-@dataclass(frozen=True)
-class Migration:
-    """One step of the schema: applied once, in order, recorded in ``cqrskit_schema_version``."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-# Append new steps at the end; never edit a step that has shipped.
+# Append new steps at the end; never edit a step that has shipped. Each applied step is a row
+# (version, description) of ``cqrskit_schema_version``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -76,7 +67,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
-LATEST_VERSION = MIGRATIONS[-1].version
+LATEST_VERSION = latest_version(MIGRATIONS)
 # One key for every schema change in the database (migrations and read-model tables), so that
 # two processes starting at once never race on CREATE TABLE.
 SCHEMA_LOCK = advisory_key("cqrskit", "schema")
@@ -105,9 +96,8 @@ async def migrate(url: str) -> int:
                     f"the database at {where} has cqrskit schema version {current}; "
                     f"this cqrskit knows versions up to {LATEST_VERSION}: upgrade cqrskit"
                 )
-            for migration in MIGRATIONS:
-                if migration.version > current:
-                    await _apply(conn, migration)
+            for migration in pending(MIGRATIONS, current):
+                await _apply(conn, migration)
     return max(current, LATEST_VERSION)
 
 

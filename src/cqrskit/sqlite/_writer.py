@@ -4,6 +4,10 @@ Private to the SQLite adapter (``cqrskit.sqlite``). One thread owns the write co
 Appends queue up while the previous transaction is being fsynced; the thread then writes all
 of them in one transaction, each with its own version and idempotency checks, so one refused
 append never affects the others and one fsync acknowledges them all.
+
+After each transaction the thread settles every append's future on the event loop that awaits
+it and wakes that loop's subscribers (:meth:`GroupCommit.next_commit`), so an append made in
+this process reaches a waiting subscriber at once.
 """
 
 from __future__ import annotations
@@ -12,30 +16,35 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cqrskit._sqlite import is_unavailable, rollback, unavailable
 from cqrskit.errors import (
     ConcurrencyError,
     CqrsKitError,
     DuplicateIdempotencyKey,
     StoreUnavailable,
 )
+from cqrskit.messages import NewEvent
+from cqrskit.sqlite._common import (
+    EPOCH,
+    EVENT_COLUMNS,
+    HEAD_SQL,
+    MICROSECOND,
+    STREAM_VERSION_SQL,
+    closed,
+    is_unavailable,
+    rollback,
+    unavailable,
+)
 from cqrskit.store import AppendResult, IdempotencyRecord
 
 MAX_GROUP = 512  # appends per transaction
 Row = tuple[Any, ...]  # an events row without its position, stream id and version
 
-_COLUMNS = (
-    "position, stream_id, stream_version, event_id, event_type, schema_version, data, "
-    "metadata, recorded_at"
-)
-_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_HEAD = "SELECT coalesce(max(position), 0) FROM events"
-_VERSION = "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?"
+_INSERT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _KEY_EXISTS = "SELECT 1 FROM idempotency_keys WHERE key = ?"
 _INSERT_KEY = (
     "INSERT INTO idempotency_keys (key, fingerprint, stream_id, version, position) "
@@ -56,42 +65,127 @@ class AppendRequest:
 
 
 Outcome = AppendResult | BaseException
-Deliver = Callable[[list[AppendRequest], list[Outcome]], None]
+_Settlement = tuple[asyncio.Future[AppendResult], Outcome]
 _STOP = object()
 
 
-class GroupWriter:
+def _encode(event: NewEvent) -> Row:
+    recorded_at = event.recorded_at
+    if recorded_at.tzinfo is None:
+        raise ValueError(f"event {event.event_id}: recorded_at must be timezone-aware")
+    micros = (recorded_at - EPOCH) // MICROSECOND
+    return (
+        event.event_id.bytes,
+        event.event_type,
+        event.schema_version,
+        event.data,
+        event.metadata,
+        micros,
+    )
+
+
+class _Wakeup:
+    """Wakes the subscribers of one event loop when an append commits (fired on that loop)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def fire(self) -> None:
+        event, self.event = self.event, asyncio.Event()
+        event.set()
+
+
+def _settle(settlements: Sequence[_Settlement], wakeup: _Wakeup | None) -> None:
+    """Resolve futures and wake subscribers; runs on the loop they belong to."""
+    for future, outcome in settlements:
+        if future.done():  # the caller was cancelled; the append happened (or not) regardless
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    if wakeup is not None:
+        wakeup.fire()
+
+
+class GroupCommit:
     """Owns the write connection and a thread that commits queued appends in groups.
 
-    ``deliver(requests, outcomes)`` is called on the writer thread after each transaction
-    (outcomes in request order: an :class:`AppendResult` or the exception to raise).
+    Start it with the file's write connection; :meth:`close` writes what is queued, then stops
+    the thread and closes the connection.
     """
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, deliver: Deliver) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self._path = path
         self._connection = connection
-        self._deliver = deliver
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopped = False
-        self._lock = threading.Lock()  # orders submit() against the thread's end
+        self._lock = threading.Lock()  # orders submissions against the thread's end
+        self._wakeups: dict[asyncio.AbstractEventLoop, _Wakeup] = {}
+        self._wakeups_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name=f"cqrskit-sqlite-writer:{path.name}", daemon=True
         )
         self._thread.start()
 
-    def submit(self, request: AppendRequest) -> None:
-        """Queue ``request``; raise :class:`StoreUnavailable` if the writer has stopped."""
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None,
+        idempotency: IdempotencyRecord | None,
+    ) -> AppendResult:
+        """Queue one append and wait for its outcome (an :class:`AppendResult` or an error).
+
+        Raises :class:`StoreUnavailable` if the writer has stopped.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        rows = [_encode(event) for event in events]
+        request = AppendRequest(stream_id, rows, expected_version, idempotency, future, loop)
         with self._lock:
             if self._stopped:
-                raise StoreUnavailable(f"SQLite database {self._path}: the store is closed")
+                raise closed(self._path)
             self._queue.put(request)
+        return await future
 
-    def stop(self) -> None:
-        """Write what is queued, then stop the thread and close the connection (blocks)."""
+    def next_commit(self) -> asyncio.Event:
+        """The event the next commit of an append in this process sets, on the running loop.
+
+        Take it before looking for new events, so that no commit slips in between.
+        """
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeups.get(loop)
+        if wakeup is None:
+            with self._wakeups_lock:
+                wakeup = self._wakeups.setdefault(loop, _Wakeup())
+        return wakeup.event
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the thread and close the connection."""
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
         with self._lock:
             if not self._stopped:
                 self._queue.put(_STOP)
         self._thread.join()
+
+    def _deliver(self, batch: list[AppendRequest], outcomes: list[Outcome]) -> None:
+        """Resolve each append's future on its own loop; wake the loops' subscribers if any
+        append committed. Runs on the writer thread."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
+        for request, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(request.loop, []).append((request.future, outcome))
+        committed = any(isinstance(outcome, AppendResult) for outcome in outcomes)
+        with self._wakeups_lock:
+            wakeups = dict(self._wakeups) if committed else {}
+        for loop in by_loop.keys() | wakeups.keys():
+            try:
+                loop.call_soon_threadsafe(_settle, by_loop.get(loop, ()), wakeups.get(loop))
+            except RuntimeError:  # that loop is closed: nobody can be waiting on it
+                with self._wakeups_lock:
+                    self._wakeups.pop(loop, None)
 
     def _run(self) -> None:
         try:
@@ -139,8 +233,7 @@ class GroupWriter:
             except queue.Empty:
                 return
             if item is not _STOP:
-                closed = StoreUnavailable(f"SQLite database {self._path}: the store is closed")
-                self._deliver([item], [closed])
+                self._deliver([item], [closed(self._path)])
 
     def _commit(self, batch: list[AppendRequest]) -> list[Outcome]:
         """Write ``batch`` in one transaction; one outcome per append, in order.
@@ -164,7 +257,7 @@ class GroupWriter:
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
-            head: int = connection.execute(_HEAD).fetchone()[0]
+            head: int = connection.execute(HEAD_SQL).fetchone()[0]
             outcomes: list[Outcome] = []
             for request in batch:
                 head, outcome = _write_one(connection, request, head, careful=careful)
@@ -186,7 +279,7 @@ def _write_one(
     stored) undoes this append only, and the other appends of the group still commit.
     """
     stream_id, expected, key = request.stream_id, request.expected, request.idempotency
-    version: int = connection.execute(_VERSION, (stream_id,)).fetchone()[0]
+    version: int = connection.execute(STREAM_VERSION_SQL, (stream_id,)).fetchone()[0]
     if expected is not None and expected != version:
         return head, ConcurrencyError(stream_id, expected, version)
     if key is not None and connection.execute(_KEY_EXISTS, (key.key,)).fetchone():

@@ -1,4 +1,4 @@
-"""What the SQLite event store and read store share: connections, error translation, schema.
+"""What the SQLite store modules share: URLs, connections, error translation, the events table.
 
 Private to the SQLite adapter (``cqrskit.sqlite``); nothing here is public API.
 """
@@ -9,16 +9,57 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
-from cqrskit.errors import StoreUnavailable
+from cqrskit.errors import ConfigurationError, StoreUnavailable
 
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
+
+#: The columns of the ``events`` table, in the order its rows are inserted and read.
+EVENT_COLUMNS = (
+    "position, stream_id, stream_version, event_id, event_type, schema_version, data, "
+    "metadata, recorded_at"
+)
+HEAD_SQL = "SELECT coalesce(max(position), 0) FROM events"
+STREAM_VERSION_SQL = "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?"
+#: ``recorded_at`` is stored as whole microseconds since the Unix epoch (UTC).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_url(url: str) -> tuple[Path, bool]:
+    """The file and the ``risk_recent_commits_on_power_loss`` flag of a ``sqlite:///`` URL."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigurationError(f"invalid SQLite URL {url!r}: use sqlite:///path/to/file.db")
+    location, _, query = url[len(prefix) :].partition("?")
+    risky = False
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "risk_recent_commits_on_power_loss" or value.lower() not in _TRUE | _FALSE:
+            raise ConfigurationError(f"unsupported SQLite URL option {name}={value!r}")
+        risky = value.lower() in _TRUE
+    return Path(location).expanduser(), risky
+
+
+def synchronous_mode(risk_recent_commits_on_power_loss: bool) -> str:
+    """The ``PRAGMA synchronous`` setting: FULL (an acknowledged commit survives power loss)."""
+    return "NORMAL" if risk_recent_commits_on_power_loss else "FULL"
 
 
 def unavailable(path: Path, doing: str, error: BaseException) -> StoreUnavailable:
     """The :class:`StoreUnavailable` to raise for a driver ``error`` while ``doing`` something."""
     return StoreUnavailable(f"SQLite database {path}: {doing} failed: {error}")
+
+
+def closed(path: Path) -> StoreUnavailable:
+    """The :class:`StoreUnavailable` to raise when a closed store is used."""
+    return StoreUnavailable(f"SQLite database {path}: the store is closed")
 
 
 def is_unavailable(error: sqlite3.Error) -> bool:
@@ -71,40 +112,6 @@ def connect(
     return connection
 
 
-def migrate(
-    connection: sqlite3.Connection, path: Path, component: str, migrations: Sequence[Sequence[str]]
-) -> None:
-    """Bring ``component``'s tables up to the newest schema, recorded in ``cqrskit_schema``."""
-    with translated(path, "creating the schema"):
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS cqrskit_schema "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = connection.execute(
-                "SELECT version FROM cqrskit_schema WHERE component = ?", (component,)
-            ).fetchone()
-            current = row[0] if row else 0
-            if current > len(migrations):
-                raise StoreUnavailable(
-                    f"SQLite database {path}: {component} schema version {current} was written "
-                    f"by a newer cqrskit (this one knows up to {len(migrations)})"
-                )
-            for statements in migrations[current:]:
-                for statement in statements:
-                    connection.execute(statement)
-            connection.execute(
-                "INSERT INTO cqrskit_schema (component, version) VALUES (?, ?) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, len(migrations)),
-            )
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
-
-
 def rollback(connection: sqlite3.Connection) -> None:
     """Roll back the open transaction, if any (SQLite may already have rolled it back)."""
     if connection.in_transaction:
@@ -128,10 +135,15 @@ class ReadConnections:
             return connection
         with self._lock:
             if self._closed:
-                raise StoreUnavailable(f"SQLite database {self._path}: the store is closed")
+                raise closed(self._path)
             connection = connect(self._path, synchronous=self._synchronous, writer=False)
             self._connections[threading.get_ident()] = connection
             return connection
+
+    def fetch_all(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of a read-only query, run on this thread's read connection."""
+        with translated(self._path, "reading"):
+            return self.get().execute(sql, parameters).fetchall()
 
     def close(self) -> None:
         with self._lock:

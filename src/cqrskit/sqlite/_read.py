@@ -19,16 +19,11 @@ from typing import Any
 
 import msgspec
 
-from cqrskit._sqlite import ReadConnections, connect, migrate, rollback, translated
 from cqrskit.errors import CheckpointMoved
 from cqrskit.readmodel import ColumnType, Key, Row, Table, UnitOfWork, ViewTransaction
+from cqrskit.sqlite._common import ReadConnections, rollback, translated
+from cqrskit.sqlite._schema import READ_MODEL, OpenedFile, open_file
 
-_READ_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE IF NOT EXISTS cqrskit_checkpoints "
-        "(projection TEXT PRIMARY KEY, position INTEGER NOT NULL)",
-    ),
-)
 _GET_CHECKPOINT = "SELECT position FROM cqrskit_checkpoints WHERE projection = ?"
 _SET_CHECKPOINT = (
     "INSERT INTO cqrskit_checkpoints (projection, position) VALUES (?, ?) "
@@ -195,11 +190,11 @@ class SqliteReadStore:
     connection per thread. Open it with :meth:`open`.
     """
 
-    def __init__(self, path: Path, writer: sqlite3.Connection, synchronous: str) -> None:
-        self.path = path
-        self._writer = writer
+    def __init__(self, file: OpenedFile) -> None:
+        self.path = file.path
+        self._writer = file.writer
         self._write_lock = threading.Lock()  # one transaction at a time on the write connection
-        self._readers = ReadConnections(path, synchronous)
+        self._readers = ReadConnections(file.path, file.synchronous)
         self._tables: dict[str, _TableSql] = {}
 
     @classmethod
@@ -210,19 +205,7 @@ class SqliteReadStore:
 
         Raises :class:`StoreUnavailable` when the file cannot be opened or is not a database.
         """
-        path = Path(path)
-        synchronous = "NORMAL" if risk_recent_commits_on_power_loss else "FULL"
-
-        def prepare() -> sqlite3.Connection:
-            writer = connect(path, synchronous=synchronous, writer=True)
-            try:
-                migrate(writer, path, "read_model", _READ_MIGRATIONS)
-            except BaseException:
-                writer.close()
-                raise
-            return writer
-
-        return cls(path, await asyncio.to_thread(prepare), synchronous)
+        return cls(await open_file(path, READ_MODEL, risky=risk_recent_commits_on_power_loss))
 
     def _sql(self, table: Table) -> _TableSql:
         found = self._tables.get(table.name)
@@ -252,7 +235,7 @@ class SqliteReadStore:
         await asyncio.to_thread(self._write, "creating read-model tables", create)
 
     async def checkpoint(self, projection: str) -> int:
-        rows = self._query(_GET_CHECKPOINT, (projection,))
+        rows = self._readers.fetch_all(_GET_CHECKPOINT, (projection,))
         return int(rows[0][0]) if rows else 0
 
     async def apply(
@@ -299,13 +282,9 @@ class SqliteReadStore:
 
         await asyncio.to_thread(self._write, "resetting a projection", work)
 
-    def _query(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
-        with translated(self.path, "reading"):
-            return self._readers.get().execute(sql, parameters).fetchall()
-
     async def get(self, table: Table, *key: Any) -> Row | None:
         sql = self._sql(table)
-        rows = self._query(sql.get, sql.encode_key(key))
+        rows = self._readers.fetch_all(sql.get, sql.encode_key(key))
         return sql.decode(rows[0]) if rows else None
 
     async def find(
@@ -327,7 +306,7 @@ class SqliteReadStore:
             parameters.extend(sql.encode(n, v) for n, v in zip(order_by, after, strict=True))
         if limit is not None:
             parameters.append(limit)
-        return [sql.decode(values) for values in self._query(statement, parameters)]
+        return [sql.decode(values) for values in self._readers.fetch_all(statement, parameters)]
 
     async def close(self) -> None:
         def close_writer() -> None:
