@@ -113,4 +113,3 @@ def test_the_orders_command_without_the_service_extra_says_which_extra_to_instal
     assert ran.returncode == 3
     assert "pip install 'cqrskit[service]'" in ran.stderr
     assert "Traceback" not in ran.stderr
-
