@@ -5,8 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from cqrskit.errors import ConfigurationError, StoreUnavailable
-from cqrskit.migrations import Migration
-from cqrskit.migrations import latest_version, pending
+from cqrskit.migrations import Migration, latest_version, pending
 from cqrskit.postgres._common import (
     Connection,
     advisory_key,
