@@ -1,9 +1,10 @@
 """cqrskit: CQRS and event sourcing for Python.
 
 The write side: :class:`Command`, :class:`Event`, :class:`Decider`, :class:`CommandHandler` and
-an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner` and a
-:class:`ReadStore`. Backends live in their own modules (``cqrskit.memory``, ``cqrskit.sqlite``,
-``cqrskit.postgres``); open one by URL with :func:`open_backend`.
+an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner`, a
+:class:`ReadStore`, and the :class:`Supervisor` that keeps runners running. Backends live in
+their own modules (``cqrskit.memory``, ``cqrskit.sqlite``, ``cqrskit.postgres``); open one by
+URL with :func:`open_backend`.
 """
 
 from cqrskit.backends import open_backend
@@ -36,12 +37,14 @@ from cqrskit.store import (
     IdempotencyRecord,
     IdempotentResult,
 )
+from cqrskit.supervision import Backoff, ProjectionReport, ProjectionState, Supervisor
 
 __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
     "AppendResult",
     "Backend",
+    "Backoff",
     "CheckpointMoved",
     "Column",
     "ColumnType",
@@ -65,13 +68,16 @@ __all__ = [
     "Metadata",
     "NewEvent",
     "Projection",
+    "ProjectionReport",
     "ProjectionRunner",
+    "ProjectionState",
     "ProjectionStatus",
     "ReadStore",
     "RecordedEvent",
     "Row",
     "StoreUnavailable",
     "StreamNotFound",
+    "Supervisor",
     "Table",
     "UnknownCommand",
     "UnknownEventType",
