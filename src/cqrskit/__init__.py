@@ -21,6 +21,7 @@ from cqrskit.errors import (
     InvalidCommand,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
     UnknownCommand,
     UnknownEventType,
 )
@@ -36,6 +37,7 @@ from cqrskit.store import (
     IdempotencyRecord,
     IdempotentResult,
 )
+from cqrskit.upcasting import Upcaster
 
 __all__ = [
     "ANY_VERSION",
@@ -73,8 +75,10 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "Table",
+    "UndecodableEvent",
     "UnknownCommand",
     "UnknownEventType",
+    "Upcaster",
     "ViewTransaction",
     "open_backend",
 ]
