@@ -21,6 +21,7 @@ from cqrskit.errors import (
     InvalidCommand,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
     UnknownCommand,
     UnknownEventType,
 )
@@ -37,6 +38,7 @@ from cqrskit.store import (
     IdempotencyRecord,
     IdempotentResult,
 )
+from cqrskit.upcasting import Upcaster
 
 __all__ = [
     "ANY_VERSION",
@@ -75,8 +77,10 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "Table",
+    "UndecodableEvent",
     "UnknownCommand",
     "UnknownEventType",
+    "Upcaster",
     "ViewTransaction",
     "open_backend",
 ]

@@ -59,13 +59,19 @@ class Projection:
     def apply(
         self, codec: EventCodec, events: Sequence[RecordedEvent], view: ViewTransaction
     ) -> int:
-        """Apply the handled events of ``events`` to ``view``; return how many were handled."""
+        """Apply the handled events of ``events`` to ``view``; return how many were handled.
+
+        Events stored in an earlier shape are upcast first (see :class:`EventCodec`).
+        """
         handlers = self._handlers
         handled = 0
         for recorded in events:
-            handler = handlers.get(recorded.event_type)
+            handler = handlers.get(codec.read_as(recorded.event_type, recorded.schema_version))
             if handler is not None:
-                handler(codec.decode(recorded), recorded, view)
+                # Handlers see the event and its envelope in the current shape, however old
+                # the stored one: they are written against today's classes only.
+                current = codec.upcast(recorded)
+                handler(codec.decode(current), current, view)
                 handled += 1
         return handled
 
