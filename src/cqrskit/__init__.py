@@ -22,6 +22,7 @@ from cqrskit.errors import (
     InvalidCommand,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
     UnknownCommand,
     UnknownEventType,
 )
@@ -33,11 +34,13 @@ from cqrskit.store import (
     NO_STREAM,
     AppendResult,
     Backend,
+    EventSource,
     EventStore,
     IdempotencyRecord,
     IdempotentResult,
 )
 from cqrskit.supervision import Backoff, ProjectionReport, ProjectionState, Supervisor
+from cqrskit.upcasting import Upcaster
 
 __all__ = [
     "ANY_VERSION",
@@ -59,6 +62,7 @@ __all__ = [
     "DuplicateIdempotencyKey",
     "Event",
     "EventCodec",
+    "EventSource",
     "EventStore",
     "IdempotencyKeyReused",
     "IdempotencyRecord",
@@ -79,8 +83,10 @@ __all__ = [
     "StreamNotFound",
     "Supervisor",
     "Table",
+    "UndecodableEvent",
     "UnknownCommand",
     "UnknownEventType",
+    "Upcaster",
     "ViewTransaction",
     "open_backend",
 ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from cqrskit.errors import ConfigurationError, StoreUnavailable
 from cqrskit.projections import ProjectionRunner
 from cqrskit.readmodel import ReadStore
-from cqrskit.store import EventStore
+from cqrskit.store import EventSource
 
 __all__ = [
     "LAG_CAP",
@@ -171,7 +171,7 @@ class Supervisor:
 
     def __init__(
         self,
-        events: EventStore,
+        events: EventSource,
         read_store: ReadStore,
         runners: Iterable[ProjectionRunner] = (),
         *,
