@@ -22,7 +22,7 @@ from cqrskit import (
 )
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from orders.app import register_commands
-from orders.domain import EVENT_TYPES, AddItem, CreateOrder, LineItem
+from orders.domain import EVENT_TYPES, AddItems, CreateOrder, LineItem
 from orders.projections import PROJECTIONS
 from tests.support.flaky import FlakyEventStore, FlakyReadStore
 from tests.support.orders import full_replay, snapshot
@@ -45,7 +45,7 @@ async def write_orders(events: InMemoryEventStore, count: int, prefix: str = "OR
     register_commands(handler)
     for n in range(count):
         await handler.handle(CreateOrder(order_id=f"{prefix}-{n}", customer_id="C", items=(PEN,)))
-        await handler.handle(AddItem(order_id=f"{prefix}-{n}", item=PEN))
+        await handler.handle(AddItems(order_id=f"{prefix}-{n}", items=(PEN,)))
     return await events.head_position()
 
 
