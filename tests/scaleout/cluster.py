@@ -244,10 +244,11 @@ class Load:
         with httpx.Client(timeout=30, limits=httpx.Limits(keepalive_expiry=1.0)) as client:
             for n in range(index, self.orders, clients):
                 order_id = f"{self.prefix}-{n}"
+                created = {"order_id": order_id, "customer_id": "C", "items": [PEN]}
                 steps: list[tuple[str, str, dict[str, Any]]] = [
-                    ("create", "/orders", {"order_id": order_id, "customer_id": "C", "items": [PEN]}),
+                    ("create", "/orders", created),
                     ("add", f"/orders/{order_id}/items", BOOK),
-                ]  # fmt: skip
+                ]
                 if n % 2 == 0:
                     steps.append(("submit", f"/orders/{order_id}/submit", {}))
                 for kind, path, body in steps:
