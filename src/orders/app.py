@@ -29,6 +29,7 @@ from cqrskit import (
     UndecodableEvent,
     UnknownEventType,
 )
+from cqrskit import tracing
 from cqrskit.backends import open_backend
 from orders.domain import (
     EVENT_TYPES,
@@ -142,9 +143,10 @@ class OrdersApp:
         metadata: Metadata | None = None,
     ) -> CommandResult:
         """Handle ``command`` (see :meth:`cqrskit.CommandHandler.handle` for what it raises)."""
-        return await self.commands.handle(
-            command, idempotency_key=idempotency_key, metadata=metadata
-        )
+        with tracing.span(f"command {command.command_type}"):
+            return await self.commands.handle(
+                command, idempotency_key=idempotency_key, metadata=metadata
+            )
 
     @property
     def command_retries(self) -> int:

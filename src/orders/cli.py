@@ -30,6 +30,7 @@ from cqrskit import (
     StoreUnavailable,
     StreamNotFound,
 )
+from cqrskit.tracing import configure_tracing
 from cqrskit.urls import redact
 from orders import render
 from orders.app import OrdersApp, Settings
@@ -104,11 +105,13 @@ def run_with_app(
     """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit."""
 
     async def main() -> T:
-        orders_app = await open_app(settings or Settings.from_env(db_url=db))
-        try:
-            return await work(orders_app)
-        finally:
-            await orders_app.close()
+        # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans are flushed on the way out
+        with configure_tracing("orders"):
+            orders_app = await open_app(settings or Settings.from_env(db_url=db))
+            try:
+                return await work(orders_app)
+            finally:
+                await orders_app.close()
 
     try:
         return asyncio.run(main())
