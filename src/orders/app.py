@@ -28,8 +28,8 @@ from cqrskit import (
     RecordedEvent,
     UndecodableEvent,
     UnknownEventType,
+    tracing,
 )
-from cqrskit import tracing
 from cqrskit.backends import open_backend
 from orders.domain import (
     EVENT_TYPES,
