@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 import nats
 import pytest
 
-
 T = TypeVar("T")
 
 
