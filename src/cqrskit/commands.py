@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -19,11 +22,12 @@ from cqrskit.errors import (
     DomainError,
     DuplicateIdempotencyKey,
     IdempotencyKeyReused,
+    StoreUnavailable,
     StreamNotFound,
     UnknownCommand,
 )
 from cqrskit.messages import Command, Event, Metadata
-from cqrskit.store import EventStore, IdempotencyRecord, IdempotentResult
+from cqrskit.store import AppendResult, EventStore, IdempotencyRecord, IdempotentResult
 
 __all__ = ["CommandHandler", "CommandResult", "fingerprint"]
 
@@ -50,6 +54,12 @@ class CommandResult:
     replayed: bool = False
 
 
+@dataclass(eq=False)
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+
 @dataclass(frozen=True)
 class _Route(Generic[C, S]):
     decider: Decider[C, Any, S]
@@ -61,9 +71,12 @@ class CommandHandler:
     """Routes commands to deciders and appends their events.
 
     A command's stream is loaded (from a version-checked cache when possible), ``decide`` runs,
-    and its events are appended with the loaded version as the expected version. On a
-    :class:`ConcurrencyError` the stream is refreshed and the command decided again, up to
-    ``max_retries`` times.
+    and its events are appended with the loaded version as the expected version. Commands for
+    one stream take turns within the handler, so they never conflict with each other. On a
+    :class:`ConcurrencyError` (another process appended first) the stream is refreshed and the
+    command decided again after a short jittered pause, up to ``max_retries`` times and for at
+    most ``retry_time`` seconds; then the error propagates. A refusal (a :class:`DomainError`)
+    reached from cached state is confirmed against the stored stream before it is raised.
     """
 
     def __init__(
@@ -71,13 +84,16 @@ class CommandHandler:
         store: EventStore,
         codec: EventCodec,
         *,
-        max_retries: int = 3,
+        max_retries: int = 10,
+        retry_time: float = 2.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache_size: int = 10_000,
     ) -> None:
         self._store = store
         self._codec = codec
         self._max_retries = max_retries
+        self._retry_time = retry_time
+        self._turns: dict[str, _Turn] = {}
         self._clock = clock
         self._routes: dict[type[Command], _Route[Any, Any]] = {}
         self._cache: OrderedDict[str, tuple[int, Any]] = OrderedDict()
@@ -124,10 +140,13 @@ class CommandHandler:
         stream_id = route.stream_id(command)
         try:
             return await self._decide_and_append(route, command, stream_id, metadata, idempotency)
-        except DuplicateIdempotencyKey:
-            assert idempotency is not None
-            earlier = await self._store.find_idempotent_result(idempotency.key)
-            assert earlier is not None, "a duplicate key must be readable once committed"
+        except DuplicateIdempotencyKey as duplicate:
+            earlier = await self._store.find_idempotent_result(duplicate.key)
+            if idempotency is None or earlier is None:  # committed, so readable: retry then
+                raise StoreUnavailable(
+                    f"idempotency key {duplicate.key!r} was stored by a concurrent request"
+                    " that cannot be read back yet; retry"
+                ) from duplicate
             return _replay(earlier, idempotency, command)
         except (DomainError, ConcurrencyError):
             # A concurrent request with the same key may have committed after our first
@@ -147,57 +166,102 @@ class CommandHandler:
         metadata: Metadata | None,
         idempotency: IdempotencyRecord | None,
     ) -> CommandResult:
+        # Commands for one stream take turns inside this process: racing each other they
+        # would only conflict (one wins, the others read its events and decide again).
+        turn = self._turns.get(stream_id)
+        if turn is None:
+            turn = self._turns[stream_id] = _Turn()
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                return await self._decide_in_turn(route, command, stream_id, metadata, idempotency)
+        finally:
+            turn.waiting -= 1
+            if turn.waiting == 0:
+                del self._turns[stream_id]
+
+    async def _decide_in_turn(
+        self,
+        route: _Route[Any, Any],
+        command: Command,
+        stream_id: str,
+        metadata: Metadata | None,
+        idempotency: IdempotencyRecord | None,
+    ) -> CommandResult:
         if route.creates_stream and stream_id not in self._cache:
             # Most creating commands meet a new stream: skip the read and let the append's
             # version check (expected 0) prove it; an existing stream costs one retry.
-            version, state = 0, route.decider.initial_state
+            version, state, current = 0, route.decider.initial_state, False
         else:
-            version, state = await self._load(route.decider, stream_id, refresh=False)
-        for attempt in range(self._max_retries + 1):
+            version, state, current = await self._load(route.decider, stream_id, refresh=False)
+        conflicts, give_up_at = 0, time.monotonic() + self._retry_time
+        while True:
             if version == 0 and not route.creates_stream:
                 raise StreamNotFound(stream_id)
-            events = tuple(route.decider.decide(command, state))
+            try:
+                events = tuple(route.decider.decide(command, state))
+            except DomainError:
+                if current:
+                    raise
+                events = ()
+            if not events and not current:
+                # A refusal (or a decision to do nothing) reached from cached state may be
+                # stale: another process may have appended since. Confirm it against the
+                # stored stream, deciding again on what it holds now.
+                version, state, current = await self._load(route.decider, stream_id, refresh=True)
+                continue
             if not events:
                 position = await self._store.head_position()
                 return CommandResult(stream_id, version, position, ())
-            now = self._clock()
             try:
-                with tracing.span("append", attributes={"cqrskit.stream_id": stream_id}):
-                    # the events carry the append's trace context to the relay and projections
-                    traced = tracing.with_trace_context(metadata)
-                    new_events = [
-                        self._codec.new_event(event, recorded_at=now, metadata=traced)
-                        for event in events
-                    ]
-                    result = await self._store.append(
-                        stream_id, new_events, version, idempotency=idempotency
-                    )
+                result = await self._append(stream_id, events, version, metadata, idempotency)
             except ConcurrencyError:
-                if attempt == self._max_retries:
+                conflicts += 1
+                if conflicts > self._max_retries or time.monotonic() >= give_up_at:
                     self._cache.pop(stream_id, None)
                     raise
                 self.retries += 1
-                version, state = await self._load(route.decider, stream_id, refresh=True)
+                # Another process got there first. Jittered, growing pauses keep two
+                # processes that keep colliding on one hot stream from doing so in lockstep.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** (conflicts - 1))))
+                version, state, current = await self._load(route.decider, stream_id, refresh=True)
                 continue
             self._remember(stream_id, result.version, route.decider.fold(events, state))
             return CommandResult(stream_id, result.version, result.position, events)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _append(
+        self,
+        stream_id: str,
+        events: tuple[Event, ...],
+        version: int,
+        metadata: Metadata | None,
+        idempotency: IdempotencyRecord | None,
+    ) -> AppendResult:
+        now = self._clock()
+        with tracing.span("append", attributes={"cqrskit.stream_id": stream_id}):
+            # the events carry the append's trace context to the relay and projections
+            traced = tracing.with_trace_context(metadata)
+            new_events = [
+                self._codec.new_event(event, recorded_at=now, metadata=traced) for event in events
+            ]
+            return await self._store.append(stream_id, new_events, version, idempotency=idempotency)
 
     async def _load(
         self, decider: Decider[Any, Any, Any], stream_id: str, *, refresh: bool
-    ) -> tuple[int, Any]:
-        """The stream's (version, state): cached, or caught up from the cached version."""
+    ) -> tuple[int, Any, bool]:
+        """The stream's (version, state, read now): cached (``read now`` false), or caught up
+        from the cached version by reading the store."""
         cached = self._cache.get(stream_id)
         if cached is not None and not refresh:
             self._cache.move_to_end(stream_id)
-            return cached
+            return (*cached, False)
         version, state = cached if cached is not None else (0, decider.initial_state)
         recorded = await self._store.read_stream(stream_id, from_version=version + 1)
         if recorded:
             state = decider.fold((self._codec.decode(r) for r in recorded), state)
             version = recorded[-1].stream_version
             self._remember(stream_id, version, state)
-        return version, state
+        return version, state, True
 
     def _remember(self, stream_id: str, version: int, state: Any) -> None:
         self._cache[stream_id] = (version, state)
@@ -207,7 +271,7 @@ class CommandHandler:
 
     async def load(self, decider: Decider[Any, Any, S], stream_id: str) -> tuple[int, S]:
         """The current (version, state) of a stream, read from the store."""
-        version, state = await self._load(decider, stream_id, refresh=True)
+        version, state, _ = await self._load(decider, stream_id, refresh=True)
         return version, state
 
 
