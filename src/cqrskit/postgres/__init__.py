@@ -14,7 +14,7 @@ from __future__ import annotations
 from cqrskit.postgres._common import MAX_EVENTS_PER_TRANSACTION
 from cqrskit.postgres._events import PostgresEventStore
 from cqrskit.postgres._read import PostgresReadStore
-from cqrskit.postgres._schema import LATEST_VERSION, migrate
+from cqrskit.postgres._schema import LATEST_VERSION, advance_transaction_ids, migrate
 from cqrskit.store import Backend
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "MAX_EVENTS_PER_TRANSACTION",
     "PostgresEventStore",
     "PostgresReadStore",
+    "advance_transaction_ids",
     "migrate",
     "open_backend",
     "open_read_store",

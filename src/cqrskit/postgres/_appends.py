@@ -28,6 +28,7 @@ from cqrskit.postgres._common import (
     Connection,
     Pool,
     encode_position,
+    ids_behind_message,
     translate_errors,
 )
 from cqrskit.postgres._horizon import HORIZON_SQL, Horizon, current_horizon
@@ -274,6 +275,10 @@ class GroupCommit:
             except Exception as error:
                 for pending in batch:
                     pending.settle(error)
+                if isinstance(error, StoreUnavailable):
+                    # The server may have restarted: drop the pool's other dead connections
+                    # now rather than fail one more append on each of them.
+                    await self._pool.check()
             except BaseException:
                 interrupted = StoreUnavailable(
                     f"an append to {self._where} was interrupted: it may or may not be committed"
@@ -367,8 +372,11 @@ class GroupCommit:
                 row = await cursor.fetchone()
                 assert row is not None
                 outcome = _outcome(pending, row)
-                # A lone statement's transaction is younger than every row it sees.
-                assert not isinstance(outcome, _OutOfOrder)
+                if isinstance(outcome, _OutOfOrder):
+                    # A lone statement's transaction is younger than every row it can see,
+                    # unless the rows came from another cluster (pg_dump) whose transaction
+                    # ids are ahead of this one's.
+                    raise StoreUnavailable(ids_behind_message(self._where))
                 transaction_id, before = row[3], int(row[5])
                 if transaction_id is not None and int(transaction_id) == before:
                     # Nothing older was running or starting when the statement began: its

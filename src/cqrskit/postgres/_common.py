@@ -24,8 +24,27 @@ POSITION_BITS = 20
 #: The most events one transaction may append (one append, or one group-commit batch).
 MAX_EVENTS_PER_TRANSACTION = 1 << POSITION_BITS
 _SEQ_MASK = MAX_EVENTS_PER_TRANSACTION - 1
-#: Seconds to wait for a connection before reporting the server unreachable.
-CONNECT_TIMEOUT = 10
+#: Seconds to wait for a new connection before reporting the server unreachable (libpq's
+#: smallest). Short, so that a request during an outage is answered 503 within about 2 s.
+CONNECT_TIMEOUT = 2
+#: Seconds a caller waits for a pooled connection (all busy, or none since the server went away).
+POOL_TIMEOUT = 2.0
+#: Seconds a pool keeps retrying (1 s, 2 s, ... apart) to replace a lost connection before it
+#: gives up; the next caller that waits makes it try again at once. Short, so that after an
+#: outage the pool reconnects within seconds of the server's return, however long it was gone.
+RECONNECT_TIMEOUT = 5.0
+
+
+def pool_options(url: str) -> dict[str, Any]:
+    """The keyword arguments every pool of this adapter is made with."""
+    return {
+        "kwargs": connect_kwargs(url),
+        "timeout": POOL_TIMEOUT,
+        "reconnect_timeout": RECONNECT_TIMEOUT,
+        "open": False,
+    }
+
+
 #: The channel appends notify and live subscriptions listen on.
 CHANNEL = "cqrskit_events"
 
@@ -74,7 +93,11 @@ def translate_errors(where: str) -> Iterator[None]:
             f"PostgreSQL at {where} refused the operation: {_first_line(error)}"
         ) from error
     except psycopg_pool.PoolTimeout as error:
-        raise StoreUnavailable(f"PostgreSQL at {where} is unavailable: {error}") from error
+        raise StoreUnavailable(
+            f"PostgreSQL at {where} is unavailable: no connection within {POOL_TIMEOUT:g} s"
+        ) from error
+    except psycopg_pool.PoolClosed as error:  # the store is closing (the process is stopping)
+        raise StoreUnavailable(f"the store for PostgreSQL at {where} is closed") from error
     except (psycopg.OperationalError, psycopg.InterfaceError) as error:
         raise StoreUnavailable(
             f"PostgreSQL at {where} is unavailable: {_first_line(error)}"
@@ -96,20 +119,59 @@ async def fetch_all(
 ) -> list[TupleRow]:
     """The rows of a read-only ``query`` run on a pooled connection.
 
-    Retried once on another connection when the first turns out to be dropped (a server
-    restart closes every pooled connection; the pool only learns it on use).
+    Retried once when the connection turns out to be dropped (a server restart closes every
+    pooled connection; the pool only learns it on use): the pool's other idle connections are
+    checked first, so the retry gets a live one.
     """
     with translate_errors(where):
-        for attempt in (1, 2):
-            async with pool.connection() as conn:
-                try:
-                    cursor = conn.cursor(binary=binary)
-                    await cursor.execute(query, params)
-                    return await cursor.fetchall()
-                except psycopg.OperationalError:
-                    if attempt == 2 or not conn.broken:
-                        raise
-    raise AssertionError("unreachable")
+        try:
+            return await _fetch_all(pool, query, params, binary)
+        except _Dropped:
+            await pool.check()
+        try:
+            return await _fetch_all(pool, query, params, binary)
+        except _Dropped as dropped:
+            raise dropped.error from None
+
+
+class _Dropped(Exception):
+    """A statement failed because its connection was dropped (``error`` says how)."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _fetch_all(
+    pool: Pool, query: str | sql.Composed, params: Sequence[Any], binary: bool
+) -> list[TupleRow]:
+    async with pool.connection() as conn:
+        try:
+            cursor = conn.cursor(binary=binary)
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+        except psycopg.OperationalError as error:
+            if conn.broken:
+                raise _Dropped(error) from error
+            raise
+
+
+def ids_behind_message(where: str, newest: int | None = None, next_id: int | None = None) -> str:
+    """What to tell a user whose events were written by transaction ids this cluster has not
+    reached yet (the database was restored from a dump of another cluster)."""
+    figures = (
+        f" (the newest event's transaction id is {newest}, this cluster's next is {next_id})"
+        if newest is not None and next_id is not None
+        else ""
+    )
+    return (
+        f"the event store at {where} holds events written by transaction ids this PostgreSQL"
+        f" cluster has not reached yet{figures}: it was restored from a dump of another"
+        " cluster. Until the cluster's transaction ids pass them, old events stay hidden and"
+        " appends to old streams fail. Advance them with `orders db advance-transaction-ids`"
+        " (cqrskit.postgres.advance_transaction_ids), or stop the server and set its next"
+        " transaction id with pg_resetwal"
+    )
 
 
 def advisory_key(*parts: str) -> int:

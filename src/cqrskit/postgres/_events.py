@@ -30,6 +30,7 @@ from cqrskit.postgres._common import (
     decode_position,
     describe,
     fetch_all,
+    pool_options,
     translate_errors,
 )
 from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
@@ -61,6 +62,12 @@ _VERSION_SQL = "SELECT coalesce(max(stream_version), 0) FROM cqrskit_events WHER
 _IDEMPOTENCY_SQL = """
 SELECT key, fingerprint, stream_id, version, position FROM cqrskit_idempotency WHERE key = %s
 """
+
+
+async def _in_utc(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Timestamps come back in the session's time zone (PGTZ, the server's default): UTC, as
+    # on every other backend.
+    await conn.execute("SET TIME ZONE 'UTC'")
 
 
 def _recorded(row: Sequence[Any]) -> RecordedEvent:
@@ -118,11 +125,11 @@ class PostgresEventStore:
         where = describe(url)
         pool: Pool = psycopg_pool.AsyncConnectionPool(
             url,
-            kwargs=connect_kwargs(url),
             min_size=1,
             max_size=max(pool_size, lanes + 1),
-            open=False,
+            configure=_in_utc,
             name="cqrskit-events",
+            **pool_options(url),
         )
         with translate_errors(where):
             await pool.open(wait=True)

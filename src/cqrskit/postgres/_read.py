@@ -29,6 +29,7 @@ from cqrskit.postgres._common import (
     connect_kwargs,
     describe,
     fetch_all,
+    pool_options,
     translate_errors,
 )
 from cqrskit.postgres._schema import SCHEMA_LOCK
@@ -90,14 +91,14 @@ class PostgresReadStore:
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 5, writers: int = 4) -> PostgresReadStore:
         """Connect to the (migrated) database at ``url``."""
-        kwargs = connect_kwargs(url)
+        options = pool_options(url)
         pool: Pool = psycopg_pool.AsyncConnectionPool(
-            url, kwargs=kwargs, min_size=1, max_size=pool_size, open=False,
-            configure=_configure_async, name="cqrskit-read",
+            url, min_size=1, max_size=pool_size, configure=_configure_async,
+            name="cqrskit-read", **options,
         )  # fmt: skip
         writer_pool = psycopg_pool.ConnectionPool(
-            url, kwargs=kwargs, min_size=0, max_size=writers, open=False,
-            configure=_configure_sync, name="cqrskit-projections",
+            url, min_size=0, max_size=writers, configure=_configure_sync,
+            name="cqrskit-projections", **options,
         )  # fmt: skip
         with translate_errors(describe(url)):
             await pool.open(wait=True)

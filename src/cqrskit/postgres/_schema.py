@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 from cqrskit.errors import ConfigurationError, StoreUnavailable
 from cqrskit.migrations import Migration, latest_version, pending
@@ -11,6 +12,7 @@ from cqrskit.postgres._common import (
     advisory_key,
     connect_kwargs,
     describe,
+    ids_behind_message,
     translate_errors,
 )
 from cqrskit.urls import redact
@@ -97,7 +99,51 @@ async def migrate(url: str) -> int:
                 )
             for migration in pending(MIGRATIONS, current):
                 await _apply(conn, migration)
+            newest, next_id = await _transaction_ids(conn)
+            if newest is not None and newest >= next_id:
+                raise ConfigurationError(ids_behind_message(where, newest, next_id))
     return max(current, LATEST_VERSION)
+
+
+async def _transaction_ids(conn: Connection) -> tuple[int | None, int]:
+    """The transaction id of the newest event (None if none) and the cluster's next one."""
+    cursor = await conn.execute(
+        """
+        SELECT (SELECT transaction_id::text FROM cqrskit_events
+                ORDER BY transaction_id DESC LIMIT 1),
+               pg_snapshot_xmax(pg_current_snapshot())::text
+        """
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return (None if row[0] is None else int(row[0])), int(row[1])
+
+
+async def advance_transaction_ids(url: str, *, chunk: int = 100_000) -> int:
+    """Make the cluster at ``url`` hand out transaction ids above those of the stored events;
+    return how many ids were used up (0 when it already does).
+
+    For an event store restored (``pg_dump``) into a cluster whose transaction counter is
+    behind the one it was dumped from: :func:`migrate` refuses such a database until this has
+    run. Each id costs one empty transaction (about a million per minute).
+    """
+    where = describe(url)
+    burnt = 0
+    with translate_errors(where):
+        async with await psycopg.AsyncConnection.connect(url, **connect_kwargs(url)) as conn:
+            while True:
+                newest, next_id = await _transaction_ids(conn)
+                if newest is None or newest < next_id:
+                    return burnt
+                count = min(newest - next_id + 1, chunk)
+                # COMMIT inside a DO block (outside a transaction): one new id per iteration.
+                await conn.execute(
+                    sql.SQL(
+                        "DO $$ BEGIN FOR i IN 1..{} LOOP PERFORM pg_current_xact_id();"
+                        " COMMIT; END LOOP; END $$"
+                    ).format(sql.Literal(count))
+                )
+                burnt += count
 
 
 async def _current_version(conn: Connection) -> int:

@@ -16,7 +16,9 @@ from urllib.parse import parse_qsl
 
 from cqrskit.errors import ConfigurationError, StoreUnavailable
 
-BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
+#: Seconds to wait for the write lock another process holds before giving up (and answering
+#: "unavailable"): short, so that a request during a long lock is answered within about 2 s.
+BUSY_TIMEOUT = 2.0
 
 #: The columns of the ``events`` table, in the order its rows are inserted and read.
 EVENT_COLUMNS = (

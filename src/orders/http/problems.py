@@ -118,7 +118,7 @@ def problem_for(error: BaseException) -> Problem:
                 "store-unavailable",
                 "Store unavailable",
                 "the event store cannot be reached; retry later",
-                headers={"Retry-After": "5"},
+                headers={"Retry-After": "2"},
             )
         case ConsistencyTimeout():
             return Problem(
