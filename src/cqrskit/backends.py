@@ -8,14 +8,15 @@ application that does not need it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 
 from cqrskit.errors import ConfigurationError
-from cqrskit.readmodel import ReadStore
+from cqrskit.readmodel import ReadStore, Table
 from cqrskit.store import Backend
 from cqrskit.urls import normalise_url, redact, scheme_of
 
-__all__ = ["open_backend", "open_read_store"]
+__all__ = ["delete_backend", "open_backend", "open_read_store", "store_exists"]
 
 
 async def open_backend(url: str) -> Backend:
@@ -57,6 +58,44 @@ async def open_read_store(url: str) -> ReadStore:
     if scheme in ("postgresql", "postgres"):
         read: ReadStore = await _postgres(url).open_read_store(url)
         return read
+    raise _unsupported(url)
+
+
+async def store_exists(url: str) -> bool:
+    """Whether an event store exists at ``url`` (without creating one): the SQLite file is
+    there, or the PostgreSQL schema holds cqrskit's tables. ``memory://`` never does. Raises as
+    :func:`open_backend` when the database cannot be reached."""
+    url = normalise_url(url)
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        return False
+    if scheme == "sqlite":
+        from cqrskit import sqlite
+
+        return sqlite.store_exists(url)
+    if scheme in ("postgresql", "postgres"):
+        exists: bool = await _postgres(url).store_exists(url)
+        return exists
+    raise _unsupported(url)
+
+
+async def delete_backend(url: str, tables: Sequence[Table] = ()) -> None:
+    """Delete the event store and its read model at ``url``: every event, idempotency key,
+    checkpoint, and the read-model ``tables`` (SQLite: both files). Irreversible; stop every
+    process using the store first. Opening ``url`` afterwards creates an empty store with a
+    new identity."""
+    url = normalise_url(url)
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        return
+    if scheme == "sqlite":
+        from cqrskit import sqlite
+
+        sqlite.delete_backend(url)
+        return
+    if scheme in ("postgresql", "postgres"):
+        await _postgres(url).delete_backend(url, tables)
+        return
     raise _unsupported(url)
 
 

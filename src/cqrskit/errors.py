@@ -11,6 +11,7 @@ __all__ = [
     "DuplicateIdempotencyKey",
     "IdempotencyKeyReused",
     "InvalidCommand",
+    "ReadModelMismatch",
     "StoreUnavailable",
     "StreamNotFound",
     "UndecodableEvent",
@@ -121,3 +122,14 @@ class CheckpointMoved(CqrsKitError):
         self.projection = projection
         self.expected = expected
         self.actual = actual
+
+
+class ReadModelMismatch(CqrsKitError):
+    """A projection's read model does not belong to the event store: it was built from another
+    store, or its checkpoint is ahead of the store's head (the events were deleted or
+    replaced). Its projection must not run, nor its tables be served, until it is rebuilt."""
+
+    def __init__(self, projection: str, what: str, remedy: str) -> None:
+        super().__init__(f"the read model of projection {projection!r} {what}: {remedy}")
+        self.projection = projection
+        self.what = what

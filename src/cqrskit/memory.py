@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ class InMemoryEventStore:
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._idempotency: dict[str, IdempotentResult] = {}
         self._appended = asyncio.Event()
+        self._store_id = str(uuid.uuid4())
 
     async def append(
         self,
@@ -102,6 +104,9 @@ class InMemoryEventStore:
     async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
         return self._idempotency.get(key)
 
+    async def store_id(self) -> str:
+        return self._store_id
+
     async def close(self) -> None:
         return None
 
@@ -112,6 +117,7 @@ class InMemoryReadStore:
     def __init__(self) -> None:
         self._tables: dict[str, dict[Key, Row]] = {}
         self._checkpoints: dict[str, int] = {}
+        self._sources: dict[str, str] = {}
 
     async def setup(self, tables: Sequence[Table]) -> None:
         for table in tables:
@@ -148,6 +154,13 @@ class InMemoryReadStore:
         for table in tables:
             self._tables[table.name] = {}
         self._checkpoints[projection] = 0
+        self._sources.pop(projection, None)
+
+    async def source(self, projection: str) -> str | None:
+        return self._sources.get(projection)
+
+    async def record_source(self, projection: str, store_id: str) -> None:
+        self._sources[projection] = store_id
 
     async def get(self, table: Table, *key: Any) -> Row | None:
         return self._load(table, key)

@@ -109,7 +109,17 @@ class ReadStore(Protocol):
         ...
 
     async def reset(self, projection: str, tables: Sequence[Table]) -> None:
-        """Empty ``tables`` and set the checkpoint of ``projection`` to 0, atomically."""
+        """Empty ``tables``, set the checkpoint of ``projection`` to 0 and forget its source,
+        atomically."""
+        ...
+
+    async def source(self, projection: str) -> str | None:
+        """The identity of the event store (:meth:`EventStore.store_id`) ``projection`` was
+        built from, or None if none was recorded (a new, reset or older read model)."""
+        ...
+
+    async def record_source(self, projection: str, store_id: str) -> None:
+        """Record that ``projection`` is built from the event store ``store_id``."""
         ...
 
     async def get(self, table: Table, *key: Any) -> Row | None:

@@ -139,6 +139,11 @@ class EventStore(Protocol):
         """The stored outcome of the append that used idempotency ``key``, if any."""
         ...
 
+    async def store_id(self) -> str:
+        """The store's identity: made when the store was created, never changed. A read model
+        records the identity of the store it was built from (:meth:`ReadStore.source`)."""
+        ...
+
     async def close(self) -> None:
         """Release connections and threads. The store cannot be used afterwards."""
         ...

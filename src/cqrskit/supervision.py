@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from cqrskit.errors import ConfigurationError, StoreUnavailable
+from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
 from cqrskit.projections import ProjectionRunner
 from cqrskit.readmodel import ReadStore
-from cqrskit.store import EventSource
+from cqrskit.store import EventStore
 
 __all__ = [
     "LAG_CAP",
@@ -36,12 +36,15 @@ __all__ = [
     "ProjectionReport",
     "ProjectionState",
     "Supervisor",
+    "verify_read_model",
 ]
 
 #: lag in events is counted by reading at most this many unapplied events
 LAG_CAP = 10_000
 #: events per second are averaged over this many seconds of committed batches
 RATE_WINDOW = 10.0
+#: what a :class:`~cqrskit.ReadModelMismatch` tells the user to do, unless told otherwise
+REBUILD = "rebuild it (ProjectionRunner.rebuild)"
 
 log = logging.getLogger("cqrskit.supervision")
 
@@ -164,22 +167,28 @@ class Supervisor:
     """Runs projections in the background, restarts a failed one, and reports their state.
 
     Give it the stores and the runners (more can be added later with :meth:`add`); nothing
-    runs until :meth:`start`. Projections a supervisor does not run are reported as
+    runs until :meth:`start`. Before each (re)start, a projection's read model is checked
+    against the event store (:func:`verify_read_model`): one built from another store, or
+    ahead of the log, is not run (it backs off, saying ``remedy``) until it is rebuilt.
+
+    Projections a supervisor does not run are reported as
     :attr:`ProjectionState.EXTERNAL`, with the checkpoint another process stores: a service
     whose projections run in a separate worker still reports them and still waits for them.
     """
 
     def __init__(
         self,
-        events: EventSource,
+        events: EventStore,
         read_store: ReadStore,
         runners: Iterable[ProjectionRunner] = (),
         *,
         backoff: Backoff | None = None,
+        remedy: str = REBUILD,
     ) -> None:
         self._events = events
         self._read = read_store
         self._backoff = backoff or Backoff()
+        self._remedy = remedy
         self._supervised: dict[str, _Supervised] = {}
         self._started = False
         for runner in runners:
@@ -318,6 +327,7 @@ class Supervisor:
             applied_before = runner.status.events_applied
             position_before = runner.status.position
             try:
+                await verify_read_model(self._events, self._read, [entry.name], remedy=self._remedy)
                 await runner.run(on_batch=entry.record_batch)
                 error: Exception = RuntimeError("the runner returned")
             except Exception as failure:
@@ -336,8 +346,8 @@ class Supervisor:
                 runner.status.position,
                 entry.last_error,
                 delay,
-                # a store outage needs no traceback: the message says it all
-                exc_info=not isinstance(error, StoreUnavailable),
+                # an outage or a refused read model needs no traceback: the message says it all
+                exc_info=not isinstance(error, StoreUnavailable | ReadModelMismatch),
             )
             await asyncio.sleep(delay)
             entry.retry_at = None
@@ -359,3 +369,35 @@ class Supervisor:
                 pause = min(pause * 2, 0.05)
             if time.monotonic() >= deadline:
                 return False
+
+
+async def verify_read_model(
+    events: EventStore, read_store: ReadStore, projections: Iterable[str], *, remedy: str = REBUILD
+) -> None:
+    """Check that the read model of each of ``projections`` belongs to ``events``: raise
+    :class:`~cqrskit.ReadModelMismatch` (saying ``remedy``) if it records another store as its
+    source, or if its checkpoint is ahead of the store's head (the events it applied are gone:
+    the store was deleted or replaced). A projection with no recorded source and a checkpoint
+    within the log (new, reset, or from a release before sources were recorded) is recorded as
+    built from ``events``.
+    """
+    store_id = await events.store_id()
+    names = list(projections)
+    sources = {name: await read_store.source(name) for name in names}
+    checkpoints = {name: await read_store.checkpoint(name) for name in names}
+    head = await events.head_position()  # after the checkpoints: the head only grows
+    for name in names:
+        source = sources[name]
+        if source is not None and source != store_id:
+            raise ReadModelMismatch(
+                name, f"was built from another event store ({source}, not {store_id})", remedy
+            )
+        if checkpoints[name] > head:
+            raise ReadModelMismatch(
+                name,
+                f"is ahead of the event store (checkpoint {checkpoints[name]}, head {head}):"
+                " the events it was built from are gone",
+                remedy,
+            )
+        if source is None:
+            await read_store.record_source(name, store_id)

@@ -7,7 +7,9 @@ state. Only this module chooses a backend (by URL) and touches it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,10 +25,13 @@ from cqrskit import (
     Projection,
     ProjectionReport,
     ProjectionRunner,
+    ReadModelMismatch,
     RecordedEvent,
+    StreamNotFound,
     Supervisor,
     UndecodableEvent,
     UnknownEventType,
+    supervision,
     tracing,
 )
 from cqrskit.backends import open_backend
@@ -39,7 +44,7 @@ from orders.domain import (
     order_decider,
     stream_id,
 )
-from orders.errors import ConsistencyTimeout, OrderNotFound, UnknownProjection
+from orders.errors import ConsistencyTimeout, OrderNotFound, TokenBeyondHead, UnknownProjection
 from orders.projections import PROJECTIONS
 from orders.queries import OrderQueries
 
@@ -54,6 +59,8 @@ __all__ = [
 ]
 
 DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
+#: what to do about a read model that is not the event store's
+REBUILD = "run `orders projections rebuild` to build it again from this event store"
 #: ``on_progress(projection, done, total)`` during a rebuild, in units of the log's span
 RebuildProgress = Callable[[str, int, int], Awaitable[None]]
 
@@ -115,6 +122,9 @@ class OrdersApp:
     supervisor: Supervisor
     #: closed after the backend, last opened first (a node's JetStream connection, ...)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _refusal: ReadModelMismatch | None = field(default=None, init=False)
+    _refused_at: float = field(default=0.0, init=False)
+    _verified: bool = field(default=False, init=False)
 
     # -- commands --
 
@@ -125,11 +135,17 @@ class OrdersApp:
         idempotency_key: str | None = None,
         metadata: Metadata | None = None,
     ) -> CommandResult:
-        """Handle ``command`` (see :meth:`cqrskit.CommandHandler.handle` for what it raises)."""
+        """Handle ``command`` (see :meth:`cqrskit.CommandHandler.handle` for what it raises;
+        a command for an order that does not exist raises :class:`OrderNotFound`)."""
         with tracing.span(f"command {command.command_type}"):
-            return await self.commands.handle(
-                command, idempotency_key=idempotency_key, metadata=metadata
-            )
+            try:
+                return await self.commands.handle(
+                    command, idempotency_key=idempotency_key, metadata=metadata
+                )
+            except StreamNotFound as missing:
+                if isinstance(command, AddItems | SubmitOrder):
+                    raise OrderNotFound(command.order_id) from missing
+                raise
 
     @property
     def command_retries(self) -> int:
@@ -188,12 +204,38 @@ class OrdersApp:
         for runner in self.runners:
             await runner.setup()
 
+    async def verify_read_model(self) -> None:
+        """Raise :class:`~cqrskit.ReadModelMismatch` (saying to run ``orders projections
+        rebuild``) if the read model was built from another event store or is ahead of this
+        one's head; see :func:`cqrskit.supervision.verify_read_model`."""
+        try:
+            await supervision.verify_read_model(
+                self.backend.events, self.backend.read, self.projection_names, remedy=REBUILD
+            )
+        except ReadModelMismatch as refusal:
+            self._refusal, self._refused_at = refusal, time.monotonic()
+            raise
+        self._refusal, self._verified = None, True
+
+    async def check_read_model(self) -> None:
+        """What queries call first: raise the :class:`~cqrskit.ReadModelMismatch` of
+        :meth:`verify_read_model` while the read model is refused (checked again at most once
+        a second, so that a rebuild by another process is noticed); nothing once verified."""
+        if self._verified:
+            return
+        if self._refusal is not None and time.monotonic() - self._refused_at < 1.0:
+            raise self._refusal
+        await self.verify_read_model()
+
     async def catch_up(self) -> None:
-        """Run every projection up to the current head of the event store, then return.
+        """Run every projection up to the current head of the event store, then return
+        (raises :class:`~cqrskit.ReadModelMismatch` for a read model that is not this
+        store's).
 
         One after the other: side by side they would contend for the read model's single
         writer (measured slower on SQLite).
         """
+        await self.verify_read_model()
         for runner in self.runners:
             await runner.catch_up()
 
@@ -224,8 +266,10 @@ class OrdersApp:
                     await on_progress(name, min(position, head) - start, span)
 
             await runner.rebuild(on_batch=advance)
+            await self.backend.read.record_source(name, await self.backend.events.store_id())
             if on_progress is not None:
                 await on_progress(name, span, span)
+        self._refusal, self._verified = None, False
 
     def start_projections(self) -> None:
         """Run the projections in the background, restarted when they fail, until
@@ -240,8 +284,15 @@ class OrdersApp:
 
     async def read_your_writes(self, position: int) -> None:
         """Wait until the read model includes the write at ``position`` (a consistency token);
-        raise :class:`ConsistencyTimeout` after the configured consistency timeout."""
+        raise :class:`ConsistencyTimeout` after the configured consistency timeout, and
+        :class:`TokenBeyondHead` at once for a position the event store has not reached (a
+        token of another store, or made up: waiting would never end)."""
         timeout = self.settings.consistency_timeout
+        if await self.wait_for_position(position, 0):
+            return
+        head = await self.head_position()
+        if position > head:
+            raise TokenBeyondHead(position, head)
         if not await self.wait_for_position(position, timeout):
             raise ConsistencyTimeout(position, timeout)
 
@@ -291,12 +342,14 @@ async def assemble_app(
         )
         for projection in projections
     )
-    supervisor = Supervisor(backend.events, backend.read, runners)
+    supervisor = Supervisor(backend.events, backend.read, runners, remedy=REBUILD)
     app = OrdersApp(
         settings, backend, codec, commands, OrderQueries(backend.read), runners, supervisor
     )
     app.closers.extend(closers)
     await app.setup_read_model()
+    with contextlib.suppress(ReadModelMismatch):  # commands still work; queries say why not
+        await app.verify_read_model()
     return app
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -19,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from cqrskit import (
     Command,
@@ -26,19 +28,22 @@ from cqrskit import (
     ConfigurationError,
     DomainError,
     InvalidCommand,
+    ReadModelMismatch,
     RecordedEvent,
     StoreUnavailable,
     StreamNotFound,
 )
+from cqrskit.backends import delete_backend, store_exists
 from cqrskit.supervision import LAG_CAP
 from cqrskit.tracing import configure_tracing
-from cqrskit.urls import redact
+from cqrskit.urls import normalise_url, redact, scheme_of
 from orders import render
 from orders.app import OrdersApp, Settings
 from orders.demo import DemoNeedsEmptyStore, play_demo
 from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
 from orders.logs import configure_logging
+from orders.projections import PROJECTIONS
 from orders.scaleout import open_app
 
 __all__ = ["app", "main", "parse_item", "run_with_app"]
@@ -57,8 +62,35 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"orders (cqrskit {_installed_version()})")
+        raise typer.Exit()
+
+
+def _installed_version() -> str:
+    try:
+        return metadata.version("cqrskit")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Orders: a CQRS + event-sourcing service built on cqrskit."""
+
+
 projections_app = typer.Typer(help="Inspect and rebuild the read-model projections.")
-db_app = typer.Typer(help="Database schema.")
+db_app = typer.Typer(help="The database: schema, reset, transaction ids.")
 app.add_typer(projections_app, name="projections")
 app.add_typer(db_app, name="db")
 
@@ -93,7 +125,7 @@ StreamOption = Annotated[
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    render.console().print(f"[red]error:[/] {message}", soft_wrap=True)
+    render.console().print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -102,13 +134,24 @@ def run_with_app(
     work: Callable[[OrdersApp], Awaitable[T]],
     *,
     settings: Settings | None = None,
+    existing: bool = False,
 ) -> T:
-    """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit."""
+    """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit.
+
+    With ``existing`` (commands that only read), a store that does not exist is an error
+    rather than created: a mistyped ``--db`` creates nothing.
+    """
 
     async def main() -> T:
+        chosen = settings or Settings.from_env(db_url=db)
+        if existing and not await store_exists(chosen.db_url):
+            raise ConfigurationError(
+                f"no event store at {redact(chosen.db_url)}: check --db (or $CQRSKIT_DB);"
+                " the first command that writes creates it"
+            )
         # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans are flushed on the way out
         with configure_tracing("orders"):
-            orders_app = await open_app(settings or Settings.from_env(db_url=db))
+            orders_app = await open_app(chosen)
             try:
                 return await work(orders_app)
             finally:
@@ -126,7 +169,7 @@ def run_with_app(
         _fail(str(error), EXIT_REJECTED)
     except (InvalidCommand, InvalidQuery, UnknownProjection) as error:
         _fail(str(error), EXIT_INVALID)
-    except (StoreUnavailable, ConfigurationError) as error:
+    except (StoreUnavailable, ConfigurationError, ReadModelMismatch) as error:
         _fail(str(error), EXIT_UNAVAILABLE)
 
 
@@ -163,9 +206,13 @@ def _send(db: str | None, build: Callable[[], Command], as_json: bool) -> None:
                 }
             )
             return
-        out = render.console()
-        out.print(f"[green]ok[/] {command.command_type} → {result.stream_id} v{result.version}")
-        out.print(render.produced_events_table(result.events))
+        done = f"{command.command_type} → {result.stream_id} v{result.version}"
+        try:
+            out = render.console()
+            out.print(Text.assemble(("ok", "green"), " ", done))
+            out.print(render.produced_events_table(result.events))
+        except Exception as error:  # the command is written: showing it must not undo "ok"
+            typer.echo(f"ok {done} (its events could not be shown: {error!r})")
 
     run_with_app(db, work)
 
@@ -244,7 +291,7 @@ def show_order(
             out.print(render.order_table(order))
             out.print(render.order_details(order))
 
-    run_with_app(db, work)
+    run_with_app(db, work, existing=True)
 
 
 @app.command("orders")
@@ -280,7 +327,7 @@ def list_orders(
         if page.next_cursor:
             out.print(f"more: --cursor {page.next_cursor}")
 
-    run_with_app(db, work)
+    run_with_app(db, work, existing=True)
 
 
 @app.command()
@@ -298,7 +345,7 @@ def stats(db: DbOption = None, as_json: JsonOption = False) -> None:
         out.print(render.dashboard_table(dashboard))
         out.print(render.daily_table(daily))
 
-    run_with_app(db, work)
+    run_with_app(db, work, existing=True)
 
 
 @app.command()
@@ -307,19 +354,27 @@ def events(
         str | None, typer.Argument(help="One order's stream; all if omitted.")
     ] = None,
     after: Annotated[int, typer.Option("--after", help="Global position to start after.")] = 0,
+    from_version: Annotated[
+        int, typer.Option("--from-version", min=1, help="With an order: its first version.")
+    ] = 1,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the event log: one order's stream, or every event in global order."""
+    """Show the event log: one order's stream, or every event in global order (a page of
+    --limit events; the last line says how to get the next)."""
 
     async def work(orders_app: OrdersApp) -> None:
         if order_id is not None:
-            found = await orders_app.order_events(order_id, limit=limit)
+            found = await orders_app.order_events(order_id, from_version=from_version, limit=limit)
             title = f"Events of order {order_id}"
+            more = f"--from-version {found[-1].stream_version + 1}" if found else ""
         else:
             found = await orders_app.events(after, limit)
             title = "All events (global order)"
+            more = f"--after {found[-1].position}" if found else ""
+        hint = f"more: {more} (this page holds --limit {limit} events)"
+        full = len(found) == limit
         if as_json:
             _print_json(
                 [
@@ -337,10 +392,15 @@ def events(
                     for event in found
                 ]
             )
+            if full:
+                typer.echo(hint, err=True)  # stdout stays one JSON document
             return
-        render.console().print(render.events_table(title, found, orders_app.read_current))
+        out = render.console()
+        out.print(render.events_table(title, found, orders_app.read_current))
+        if full:
+            out.print(hint)
 
-    run_with_app(db, work)
+    run_with_app(db, work, existing=True)
 
 
 def _current_form(current: RecordedEvent | None) -> dict[str, Any] | None:
@@ -371,9 +431,14 @@ def demo(db: DbOption = None) -> None:
 def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Each projection's checkpoint and how far it is behind the event store."""
 
-    async def work(orders_app: OrdersApp) -> list[dict[str, Any]]:
+    async def work(orders_app: OrdersApp) -> tuple[list[dict[str, Any]], str | None]:
         reports = await orders_app.projections()
-        return [
+        try:
+            await orders_app.verify_read_model()
+            refusal = None
+        except ReadModelMismatch as error:
+            refusal = str(error)
+        rows = [
             {
                 "projection": report.name,
                 "position": report.checkpoint,
@@ -383,19 +448,27 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
             }
             for report in reports
         ]
+        return rows, refusal
 
-    rows = run_with_app(db, work)
+    rows, refusal = run_with_app(db, work, existing=True)
     if as_json:
         _print_json(rows)
-        return
-    table = RichTable(title="Projections", title_justify="left")
-    for column in ("projection", "checkpoint", "head", "behind"):
-        table.add_column(column, justify="left" if column == "projection" else "right")
-    for row in rows:
-        lag = row["lag_events"]
-        behind = "up to date" if lag == 0 else f"{lag}{'+' if lag >= LAG_CAP else ''} events"
-        table.add_row(row["projection"], str(row["position"]), str(row["head"]), behind)
-    render.console().print(table)
+    else:
+        table = RichTable(title="Projections", title_justify="left")
+        for column in ("projection", "checkpoint", "head", "behind"):
+            table.add_column(column, justify="left" if column == "projection" else "right")
+        for row in rows:
+            table.add_row(row["projection"], str(row["position"]), str(row["head"]), _behind(row))
+        render.console().print(table)
+    if refusal is not None:
+        _fail(refusal, EXIT_UNAVAILABLE)
+
+
+def _behind(row: dict[str, Any]) -> str:
+    lag, position, head = row["lag_events"], row["position"], row["head"]
+    if position > head:
+        return "ahead of the log!"
+    return "up to date" if lag == 0 else f"{lag}{'+' if lag >= LAG_CAP else ''} events"
 
 
 @projections_app.command("rebuild")
@@ -406,7 +479,7 @@ def projections_rebuild(
     """Empty the read model and replay every event into it, with a progress bar."""
 
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
@@ -423,7 +496,7 @@ def projections_rebuild(
 
             await orders_app.rebuild(None if name is None else [name], on_progress=advance)
 
-    run_with_app(db, work)
+    run_with_app(db, work, existing=True)
 
 
 @db_app.command("migrate")
@@ -434,7 +507,52 @@ def db_migrate(db: DbOption = None) -> None:
         return orders_app.settings.db_url
 
     url = run_with_app(db, work)
-    render.console().print(f"[green]ok[/] schema is up to date: {redact(url)}")
+    render.console().print(Text.assemble(("ok", "green"), f" schema is up to date: {redact(url)}"))
+
+
+@db_app.command("reset")
+def db_reset(
+    db: DbOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete the event store and its read model together: every event, irreversibly (stop
+    the services using it first). The next command starts a new, empty store."""
+    url = Settings.from_env(db_url=db).db_url
+    if not asyncio.run(_exists(url)):
+        _fail(f"no event store at {redact(url)}: nothing to delete", EXIT_INVALID)
+    if not yes and not typer.confirm(
+        f"Delete every event and the read model at {redact(url)}? This cannot be undone"
+    ):
+        _fail("nothing deleted", EXIT_REJECTED)
+    tables = [table for projection in PROJECTIONS for table in projection.tables]
+    try:
+        asyncio.run(delete_backend(url, tables))
+    except (StoreUnavailable, ConfigurationError) as error:
+        _fail(str(error), EXIT_UNAVAILABLE)
+    render.console().print(Text.assemble(("ok", "green"), f" deleted the store at {redact(url)}"))
+
+
+@db_app.command("advance-transaction-ids")
+def db_advance_transaction_ids(db: DbOption = None) -> None:
+    """PostgreSQL restored from a dump of another cluster: use up transaction ids until new
+    ones are above those of the stored events (one empty transaction each)."""
+    url = Settings.from_env(db_url=db).db_url
+    if scheme_of(normalise_url(url)) not in ("postgresql", "postgres"):
+        _fail("only PostgreSQL stores have transaction ids", EXIT_INVALID)
+    from cqrskit.postgres import advance_transaction_ids
+
+    try:
+        burnt = asyncio.run(advance_transaction_ids(url))
+    except (StoreUnavailable, ConfigurationError) as error:
+        _fail(str(error), EXIT_UNAVAILABLE)
+    render.console().print(Text.assemble(("ok", "green"), f" used up {burnt} transaction ids"))
+
+
+async def _exists(url: str) -> bool:
+    try:
+        return await store_exists(url)
+    except (StoreUnavailable, ConfigurationError) as error:
+        _fail(str(error), EXIT_UNAVAILABLE)
 
 
 @app.command()

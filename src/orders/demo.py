@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from rich.console import Console
 from rich.rule import Rule
+from rich.text import Text
 
 from cqrskit import Command
 from orders import render
@@ -56,7 +57,9 @@ async def play_demo(app: OrdersApp, out: Console) -> None:
     for command in DEMO_COMMANDS:
         result = await app.send(command)
         last_position = result.position
-        out.print(f"[bold cyan]command[/] {command.command_type} {_describe(command)}")
+        out.print(
+            Text.assemble(("command", "bold cyan"), f" {command.command_type} {_describe(command)}")
+        )
         out.print(render.produced_events_table(result.events))
         out.print(f"  stream {result.stream_id} at version {result.version}\n")
 
@@ -80,7 +83,7 @@ async def play_demo(app: OrdersApp, out: Console) -> None:
     out.print(render.orders_table("Submitted orders", submitted.orders))
     out.print(render.dashboard_table(await queries.dashboard_stats()))
     out.print(render.daily_table(await queries.daily_stats()))
-    out.print("\n[bold green]Demo complete.[/]")
+    out.print(Text.assemble("\n", ("Demo complete.", "bold green")))
 
 
 def _describe(command: Command) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Literal
@@ -13,6 +14,7 @@ from cqrskit import Command, Decider, DomainError, Event, InvalidCommand, Upcast
 __all__ = [
     "EVENT_TYPES",
     "INITIAL",
+    "INVISIBLE_BMP",
     "MAX_ITEMS",
     "MAX_PRICE",
     "MAX_QUANTITY",
@@ -37,6 +39,7 @@ __all__ = [
     "check_price",
     "decide",
     "evolve",
+    "is_blank",
     "order_decider",
     "stream_id",
 ]
@@ -92,9 +95,33 @@ def check_price(price: object) -> None:
         raise InvalidCommand(f"price must have at most two decimal places, got {price}")
 
 
+#: The characters of the Basic Multilingual Plane that show nothing, as a regular expression
+#: class: white space, controls, format characters (zero-width space, bidi controls, the
+#: byte order mark, ...) and blank letters (Hangul fillers, the blank Braille pattern). HTTP
+#: validation uses it in its patterns; :func:`is_blank` says the same of every plane.
+INVISIBLE_BMP = (
+    r"\x00-\x20\x7f-\xa0\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160"
+    r"\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u2800\u3000\u3164"
+    r"\ufeff\uffa0\ufff9-\ufffb"
+)
+_BLANK_LETTERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: empty, or only characters that show nothing (see
+    :data:`INVISIBLE_BMP`), so that a name cannot look empty yet be accepted."""
+    return all(
+        char.isspace()
+        or char in _BLANK_LETTERS
+        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+        for char in text
+    )
+
+
 def _check_text(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidCommand(f"{what} must be a non-empty string")
+    if not isinstance(value, str) or is_blank(value):
+        raise InvalidCommand(f"{what} must be a non-empty string with a visible character")
     if len(value) > MAX_TEXT:
         raise InvalidCommand(f"{what} must be at most {MAX_TEXT} characters")
 

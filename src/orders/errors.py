@@ -11,6 +11,7 @@ __all__ = [
     "InvalidCursor",
     "InvalidQuery",
     "OrderNotFound",
+    "TokenBeyondHead",
     "UnknownProjection",
 ]
 
@@ -41,6 +42,19 @@ class ConsistencyTimeout(Exception):
         )
         self.position = position
         self.timeout = timeout
+
+
+class TokenBeyondHead(InvalidQuery):
+    """A consistency token past the end of the event log: no write of this store made it."""
+
+    def __init__(self, position: int, head: int) -> None:
+        super().__init__(
+            f"consistency token {position} is beyond the end of the event log (position"
+            f" {head}): this store never handed it out (a token of another store, or after a"
+            " reset); send the token of a write to this store, or none"
+        )
+        self.position = position
+        self.head = head
 
 
 class UnknownProjection(Exception):

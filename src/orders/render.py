@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 import msgspec
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cqrskit import Event, RecordedEvent
 from orders.money import format_amount
@@ -41,16 +42,17 @@ def events_table(
     table.add_column("data", overflow="fold", ratio=1)
     for event in events:
         current = event if read_current is None else read_current(event)
+        kind: Text | str
         if current is None:
-            kind = f"{event.event_type} v{event.schema_version} [red](unreadable)[/]"
+            stored = f"{event.event_type} v{event.schema_version} "
+            kind = Text.assemble(stored, ("(unreadable)", "red"))
             current = event
         elif (current.event_type, current.schema_version) != (
             event.event_type,
             event.schema_version,
         ):
-            kind = (
-                f"{current.event_type} [dim](stored: {event.event_type} v{event.schema_version})[/]"
-            )
+            stored = f"(stored: {event.event_type} v{event.schema_version})"
+            kind = Text.assemble(f"{current.event_type} ", (stored, "dim"))
         else:
             kind = event.event_type
         table.add_row(
@@ -87,8 +89,12 @@ def order_table(order: OrderView) -> Table:
             format_amount(line.price * line.quantity),
         )
     table.add_section()
+    quantity = sum(line.quantity for line in order.items)
     table.add_row(
-        "[bold]total[/]", "", str(order.item_count), f"[bold]{format_amount(order.total)}"
+        Text("total", style="bold"),
+        "",
+        str(quantity),
+        Text(format_amount(order.total), style="bold"),
     )
     return table
 
@@ -146,4 +152,7 @@ def daily_table(days: Iterable[DailyStats]) -> Table:
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    """The terminal: every string it prints is shown verbatim (no markup, no emoji codes,
+    no highlighting), so stored and user text can never be read as instructions; styles are
+    given as :class:`rich.text.Text` spans."""
+    return Console(highlight=False, markup=False, emoji=False)

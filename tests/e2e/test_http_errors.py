@@ -319,6 +319,9 @@ class FlakyEventStore:
     async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
         return await self.inner.find_idempotent_result(key)
 
+    async def store_id(self) -> str:
+        return await self.inner.store_id()
+
     async def close(self) -> None:
         await self.inner.close()
 

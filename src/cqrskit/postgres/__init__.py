@@ -14,7 +14,13 @@ from __future__ import annotations
 from cqrskit.postgres._common import MAX_EVENTS_PER_TRANSACTION
 from cqrskit.postgres._events import PostgresEventStore
 from cqrskit.postgres._read import PostgresReadStore
-from cqrskit.postgres._schema import LATEST_VERSION, advance_transaction_ids, migrate
+from cqrskit.postgres._schema import (
+    LATEST_VERSION,
+    advance_transaction_ids,
+    delete_backend,
+    migrate,
+    store_exists,
+)
 from cqrskit.store import Backend
 
 __all__ = [
@@ -23,9 +29,11 @@ __all__ = [
     "PostgresEventStore",
     "PostgresReadStore",
     "advance_transaction_ids",
+    "delete_backend",
     "migrate",
     "open_backend",
     "open_read_store",
+    "store_exists",
 ]
 
 

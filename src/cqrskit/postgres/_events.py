@@ -110,6 +110,7 @@ class PostgresEventStore:
         )
         self._notifier = _Notifier(url, self._where)
         self._poll_interval = poll_interval
+        self._store_id: str | None = None
 
     @classmethod
     async def open(
@@ -214,6 +215,12 @@ class PostgresEventStore:
             version=version,
             position=int(position),
         )
+
+    async def store_id(self) -> str:
+        if self._store_id is None:
+            rows = await self._fetch("SELECT store_id::text FROM cqrskit_identity", ())
+            self._store_id = str(rows[0][0])
+        return self._store_id
 
     async def close(self) -> None:
         await self._appends.close()

@@ -53,6 +53,12 @@ INSERT INTO cqrskit_checkpoints (projection, position) VALUES (%s, 0)
 ON CONFLICT (projection) DO UPDATE SET position = 0, updated_at = now()
 """
 _GET_CHECKPOINT = "SELECT position FROM cqrskit_checkpoints WHERE projection = %s"
+_GET_SOURCE = "SELECT store_id::text FROM cqrskit_sources WHERE projection = %s"
+_SET_SOURCE = """
+INSERT INTO cqrskit_sources (projection, store_id) VALUES (%s, %s::uuid)
+ON CONFLICT (projection) DO UPDATE SET store_id = excluded.store_id
+"""
+_FORGET_SOURCE = "DELETE FROM cqrskit_sources WHERE projection = %s"
 
 
 def _configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -160,6 +166,16 @@ class PostgresReadStore:
                     names = sql.SQL(", ").join(sql.Identifier(table.name) for table in tables)
                     await conn.execute(sql.SQL("TRUNCATE {}").format(names))
                 await conn.execute(_SET_CHECKPOINT, (projection,))
+                await conn.execute(_FORGET_SOURCE, (projection,))
+
+    async def source(self, projection: str) -> str | None:
+        rows = await fetch_all(self._pool, self._where, _GET_SOURCE, (projection,))
+        return str(rows[0][0]) if rows else None
+
+    async def record_source(self, projection: str, store_id: str) -> None:
+        with translate_errors(self._where):
+            async with self._pool.connection() as conn:
+                await conn.execute(_SET_SOURCE, (projection, store_id))
 
     async def get(self, table: Table, *key: Any) -> Row | None:
         rows = await self._select(self._query("get", table), key, table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 from psycopg import sql
 
@@ -15,6 +17,7 @@ from cqrskit.postgres._common import (
     ids_behind_message,
     translate_errors,
 )
+from cqrskit.readmodel import Table
 from cqrskit.urls import redact
 
 # Append new steps at the end; never edit a step that has shipped. Each applied step is a row
@@ -62,6 +65,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                 projection text COLLATE "C" PRIMARY KEY,
                 position numeric NOT NULL,
                 updated_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "the store's identity and the store each projection was built from",
+        (
+            """
+            CREATE TABLE cqrskit_identity (
+                store_id uuid NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "INSERT INTO cqrskit_identity (store_id) VALUES (gen_random_uuid())",
+            """
+            CREATE TABLE cqrskit_sources (
+                projection text COLLATE "C" PRIMARY KEY,
+                store_id uuid NOT NULL
             )
             """,
         ),
@@ -169,3 +191,35 @@ async def _apply(conn: Connection, migration: Migration) -> None:
         "INSERT INTO cqrskit_schema_version (version, description) VALUES (%s, %s)",
         (migration.version, migration.description),
     )
+
+
+async def store_exists(url: str) -> bool:
+    """Whether the first schema of the connection's ``search_path`` holds an event store."""
+    with translate_errors(describe(url)):
+        async with await psycopg.AsyncConnection.connect(url, **connect_kwargs(url)) as conn:
+            cursor = await conn.execute("SELECT to_regclass('cqrskit_events') IS NOT NULL")
+            row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def delete_backend(url: str, tables: Sequence[Table] = ()) -> None:
+    """Drop the event store, the read store's checkpoints and every ``cqrskit_`` table of the
+    first schema of the ``search_path``, and the read-model ``tables``, in one transaction."""
+    with translate_errors(describe(url)):
+        conn = await psycopg.AsyncConnection.connect(url, **connect_kwargs(url))
+        async with conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            cursor = await conn.execute(
+                """
+                SELECT table_name FROM information_schema.tables
+                WHERE table_schema = current_schema() AND table_name LIKE 'cqrskit\\_%'
+                """
+            )
+            names = [row[0] for row in await cursor.fetchall()]
+            names.extend(table.name for table in tables)
+            if names:
+                await conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
+                        sql.SQL(", ").join(sql.Identifier(name) for name in names)
+                    )
+                )

@@ -33,9 +33,11 @@ from cqrskit.store import Backend
 __all__ = [
     "SqliteEventStore",
     "SqliteReadStore",
+    "delete_backend",
     "open_backend",
     "open_read_store",
     "read_model_path",
+    "store_exists",
 ]
 
 
@@ -65,6 +67,25 @@ async def open_backend(url: str) -> Backend:
         await events.close()
         raise
     return Backend(url, events, read)
+
+
+def store_exists(url: str) -> bool:
+    """Whether the event store file of ``sqlite:///path`` exists."""
+    path, _ = parse_url(url)
+    return path.is_file()
+
+
+def delete_backend(url: str) -> None:
+    """Delete the event store file of ``sqlite:///path`` and its read-model file, with their
+    write-ahead logs. Raises :class:`StoreUnavailable` when a file cannot be deleted."""
+    path, _ = parse_url(url)
+    for database in (path, read_model_path(path)):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            doomed = database.with_name(database.name + suffix)
+            try:
+                doomed.unlink(missing_ok=True)
+            except OSError as error:
+                raise unavailable(doomed, "deleting", error) from error
 
 
 async def open_read_store(url: str) -> SqliteReadStore:

@@ -31,6 +31,7 @@ _READ_STREAM = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ? "
     "ORDER BY stream_version LIMIT ?"
 )
+_STORE_ID = "SELECT store_id FROM cqrskit_identity"
 _FIND_KEY = (
     "SELECT key, fingerprint, stream_id, version, position FROM idempotency_keys WHERE key = ?"
 )
@@ -76,6 +77,7 @@ class SqliteEventStore:
         self._readers = ReadConnections(file.path, file.synchronous)
         self._closed = False
         self._appends = GroupCommit(file.path, file.writer)
+        self._store_id: str | None = None
 
     @classmethod
     async def open(
@@ -153,6 +155,11 @@ class SqliteEventStore:
             version=version,
             position=position,
         )
+
+    async def store_id(self) -> str:
+        if self._store_id is None:
+            self._store_id = str(self._readers.fetch_all(_STORE_ID, ())[0][0])
+        return self._store_id
 
     async def close(self) -> None:
         if self._closed:

@@ -29,6 +29,12 @@ _SET_CHECKPOINT = (
     "INSERT INTO cqrskit_checkpoints (projection, position) VALUES (?, ?) "
     "ON CONFLICT (projection) DO UPDATE SET position = excluded.position"
 )
+_GET_SOURCE = "SELECT store_id FROM cqrskit_sources WHERE projection = ?"
+_SET_SOURCE = (
+    "INSERT INTO cqrskit_sources (projection, store_id) VALUES (?, ?) "
+    "ON CONFLICT (projection) DO UPDATE SET store_id = excluded.store_id"
+)
+_FORGET_SOURCE = "DELETE FROM cqrskit_sources WHERE projection = ?"
 _SQL_TYPES = {
     ColumnType.TEXT: "TEXT",
     ColumnType.INTEGER: "INTEGER",
@@ -279,8 +285,19 @@ class SqliteReadStore:
             for statement in statements:
                 connection.execute(statement)
             connection.execute(_SET_CHECKPOINT, (projection, 0))
+            connection.execute(_FORGET_SOURCE, (projection,))
 
         await asyncio.to_thread(self._write, "resetting a projection", work)
+
+    async def source(self, projection: str) -> str | None:
+        rows = self._readers.fetch_all(_GET_SOURCE, (projection,))
+        return str(rows[0][0]) if rows else None
+
+    async def record_source(self, projection: str, store_id: str) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(_SET_SOURCE, (projection, store_id))
+
+        await asyncio.to_thread(self._write, "recording a projection's source", work)
 
     async def get(self, table: Table, *key: Any) -> Row | None:
         sql = self._sql(table)

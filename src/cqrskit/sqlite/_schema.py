@@ -54,6 +54,20 @@ EVENTS = Schema(
     ) WITHOUT ROWID""",
             ),
         ),
+        Migration(
+            2,
+            "the store's identity",
+            (
+                "CREATE TABLE IF NOT EXISTS cqrskit_identity (store_id TEXT NOT NULL)",
+                # a random (version 4) UUID, made once, when the store is created or upgraded
+                """INSERT INTO cqrskit_identity (store_id)
+        SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4'
+            || substr(hex(randomblob(2)), 2) || '-'
+            || substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2)
+            || '-' || hex(randomblob(6)))
+        WHERE NOT EXISTS (SELECT 1 FROM cqrskit_identity)""",
+            ),
+        ),
     ),
     # Small pages: a group commit dirties one leaf of the stream index per stream it touches,
     # scattered over the file, and every dirty page is written (and fsynced) whole to the WAL.
@@ -69,6 +83,14 @@ READ_MODEL = Schema(
             (
                 "CREATE TABLE IF NOT EXISTS cqrskit_checkpoints "
                 "(projection TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+            ),
+        ),
+        Migration(
+            2,
+            "the event store each projection was built from",
+            (
+                "CREATE TABLE IF NOT EXISTS cqrskit_sources "
+                "(projection TEXT PRIMARY KEY, store_id TEXT NOT NULL)",
             ),
         ),
     ),

@@ -463,5 +463,15 @@ async def test_subscribe_all_starts_after_the_given_position(backend: Backend) -
         assert [(await _next(received)).event_id for _ in events[2:]] == _ids(events[2:])
 
 
+async def test_a_store_has_one_identity_which_its_appends_do_not_change(backend: Backend) -> None:
+    store = backend.events
+    before = await store.store_id()
+    await store.append(_stream(), _events(1), NO_STREAM)
+
+    assert isinstance(before, str)
+    assert before
+    assert await store.store_id() == before
+
+
 #: The contract is every test of this module: ``from ... import *`` brings them all.
 __all__ = sorted(name for name in dict(globals()) if name.startswith("test_"))

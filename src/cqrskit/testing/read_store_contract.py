@@ -310,5 +310,24 @@ async def test_json_and_timestamp_values_round_trip(backend: Backend) -> None:
     assert [r["item_id"] for r in at_moment] == ["item-003"]
 
 
+async def test_a_projection_records_the_store_it_is_built_from_until_it_is_reset(
+    backend: Backend,
+) -> None:
+    store, projection, other = backend.read, f"p_{uuid4().hex[:8]}", f"p_{uuid4().hex[:8]}"
+    first, second, third = (str(uuid4()) for _ in range(3))  # store ids are UUIDs
+    await store.setup([ITEMS])
+    assert await store.source(projection) is None
+
+    await store.record_source(projection, first)
+    await store.record_source(other, second)
+    assert await store.source(projection) == first
+    await store.record_source(projection, third)
+    assert await store.source(projection) == third
+
+    await store.reset(projection, [])
+    assert await store.source(projection) is None
+    assert await store.source(other) == second
+
+
 #: The contract is every test of this module: ``from ... import *`` brings them all.
 __all__ = sorted(name for name in dict(globals()) if name.startswith("test_"))

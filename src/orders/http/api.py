@@ -14,6 +14,7 @@ from orders.app import OrdersApp
 from orders.http import commands, operations, queries
 from orders.http.access import RequestLog
 from orders.http.jsonbody import BodyLimit
+from orders.http.methods import HeadAsGet
 from orders.http.metrics import Metrics
 from orders.http.problems import install
 from orders.http.service import Service
@@ -62,6 +63,7 @@ def create_api(orders_app: OrdersApp, *, projections_in_process: bool = True) ->
         api.include_router(routes.router)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     install(api)
+    api.add_middleware(HeadAsGet)
     api.add_middleware(BodyLimit)
     api.add_middleware(RequestLog, metrics=service.metrics)
     api.add_middleware(TraceRequests)

@@ -53,9 +53,27 @@ class DecimalJSONRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            if self.body_field is not None:
+                _check_media_type(request.headers.get("content-type"))
             return await handler(DecimalJSONRequest(request.scope, request.receive))
 
         return handle
+
+
+def _check_media_type(content_type: str | None) -> None:
+    """Refuse (415) a body declared as anything but JSON; no ``Content-Type`` is read as JSON."""
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise HTTPException(
+        415,
+        f"the body must be JSON (Content-Type: application/json), not {media_type or 'empty'}",
+        headers={"Accept": "application/json"},
+    )
 
 
 class BodyLimit:

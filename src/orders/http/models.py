@@ -24,7 +24,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from orders.domain import MAX_ITEMS, MAX_PRICE, MAX_QUANTITY, MAX_TEXT
+from orders.domain import INVISIBLE_BMP, MAX_ITEMS, MAX_PRICE, MAX_QUANTITY, MAX_TEXT
 from orders.money import CENT
 
 __all__ = [
@@ -59,11 +59,12 @@ __all__ = [
 
 #: ids that travel in URLs: letters, digits and ``. _ : @ ~ -``
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,99}$"
-#: free text: no control characters, not blank. The white space is spelled out rather than
-#: written ``\s``, whose meaning differs between JSON Schema (ECMAScript), pydantic (Rust)
-#: and Python (U+0085 and U+FEFF), so that clients and server agree on what is valid.
-_SPACE = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-TEXT_PATTERN = rf"^[^\x00-\x1f\x7f]*[^{_SPACE}][^\x00-\x1f\x7f]*$"
+#: free text: no control characters, and at least one character that shows (not only white
+#: space, zero-width or bidi controls: ``orders.domain.INVISIBLE_BMP``). The characters are
+#: spelled out rather than written ``\s``, whose meaning differs between JSON Schema
+#: (ECMAScript), pydantic (Rust) and Python (U+0085 and U+FEFF), so that clients and server
+#: agree on what is valid. Invisible characters beyond the BMP are refused by the domain.
+TEXT_PATTERN = rf"^[^\x00-\x1f\x7f]*[^{INVISIBLE_BMP}][^\x00-\x1f\x7f]*$"
 #: 0 to 1000000.00 (MAX_PRICE), at most two places
 PRICE_STRING = r"^([0-9]{1,6}(\.[0-9]{1,2})?|1000000(\.0{1,2})?)$"
 AMOUNT_STRING = r"^-?[0-9]+\.[0-9]{2}$"

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cqrskit import ProjectionReport, ProjectionState
+from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
 from orders.http.service import ServiceDep
@@ -37,9 +37,10 @@ async def healthz() -> models.HealthOut:
     tags=["operations"],
 )
 async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
-    """Readiness: 200 when the store answers (within 2 s) and every projection this process
-    runs is alive (running, catching up, or standing by for another process's lease); else
-    503, with the reasons. Each projection's state, checkpoint, head and lag."""
+    """Readiness: 200 when the store answers (within 2 s), the read model is the event
+    store's, and every projection this process runs is alive (running, catching up, or
+    standing by for another process's lease); else 503, with the reasons. Each projection's
+    state, checkpoint, head and lag."""
     mode: Literal["in-process", "external"] = (
         "in-process" if service.projections_in_process else "external"
     )
@@ -48,6 +49,10 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
     try:
         reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
         store: Literal["reachable", "unreachable"] = "reachable"
+        await asyncio.wait_for(service.app.check_read_model(), READY_TIMEOUT)
+    except ReadModelMismatch as refusal:
+        log.warning("not ready: %s", refusal)
+        reasons.append(str(refusal))
     except Exception as error:  # any failure to reach the store means "not ready"
         log.warning("readiness check failed: %s", error)
         reports, store = supervisor.status(), "unreachable"

@@ -23,10 +23,12 @@ from cqrskit import (
     DomainError,
     IdempotencyKeyReused,
     InvalidCommand,
+    ReadModelMismatch,
     StoreUnavailable,
     StreamNotFound,
 )
-from orders.errors import ConsistencyTimeout, InvalidQuery, OrderNotFound
+from orders.errors import ConsistencyTimeout, InvalidQuery, OrderNotFound, TokenBeyondHead
+from orders.http.methods import allowed_methods
 
 __all__ = ["PROBLEM_JSON", "Problem", "install", "problem_for", "problem_response"]
 
@@ -82,6 +84,9 @@ def problem_for(error: BaseException) -> Problem:
             return Problem(422, "idempotency-key-reused", "Idempotency key reused", str(error))
         case InvalidCommand():
             return Problem(422, "invalid-command", "Invalid command", str(error))
+        case TokenBeyondHead():
+            title = "Invalid consistency token"
+            return Problem(422, "invalid-consistency-token", title, str(error))
         case InvalidQuery():
             return Problem(422, "invalid-query", "Invalid query", str(error))
         case OrderNotFound(order_id=order_id):
@@ -112,6 +117,14 @@ def problem_for(error: BaseException) -> Problem:
         case DomainError():
             slug = _kebab(type(error).__name__)
             return Problem(409, slug, "Business rule violated", str(error))
+        case ReadModelMismatch():
+            return Problem(
+                503,
+                "read-model-refused",
+                "Read model refused",
+                str(error),
+                headers={"Retry-After": "60"},
+            )
         case StoreUnavailable() | ConfigurationError():
             return Problem(
                 503,
@@ -130,8 +143,9 @@ def problem_for(error: BaseException) -> Problem:
             )
         case StarletteHTTPException(status_code=status, detail=detail):
             headers = dict(error.headers or {})
-            slug = "body-too-large" if status == 413 else "http-error"
-            return Problem(status, slug, str(detail), str(detail), headers=headers)
+            slug = {413: "body-too-large", 415: "unsupported-media-type"}.get(status, "http-error")
+            title = "Unsupported Media Type" if status == 415 else str(detail)
+            return Problem(status, slug, title, str(detail), headers=headers)
     return Problem(500, "internal-error", "Internal error", "an unexpected error occurred")
 
 
@@ -160,6 +174,8 @@ def problem_response(problem: Problem, instance: str) -> JSONResponse:
 
 async def _handle(request: Request, error: Exception) -> Response:
     problem = problem_for(error)
+    if problem.status == 405:  # Starlette names the methods of one route; a path may have more
+        problem.headers["Allow"] = allowed_methods(request.scope)
     if problem.status >= 500 and problem.slug == "internal-error":
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     log_fields = request.scope.get("orders.log")
@@ -180,6 +196,7 @@ def install(api: FastAPI) -> None:
         StreamNotFound,
         ConcurrencyError,
         DomainError,
+        ReadModelMismatch,
         StoreUnavailable,
         ConfigurationError,
         ConsistencyTimeout,

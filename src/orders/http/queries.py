@@ -30,10 +30,12 @@ router = APIRouter(route_class=DecimalJSONRoute)
 
 
 async def _read_your_writes(service: Service, token: str | None) -> None:
-    """With a Consistency-Token, wait (bounded) until the read model includes that write.
+    """Refuse a read model that is not the event store's; with a Consistency-Token, wait
+    (bounded) until the read model includes that write.
 
     Called first thing in a query's body, so a request with bad parameters never waits.
     """
+    await service.app.check_read_model()
     if token is not None:
         await service.app.read_your_writes(int(token))
 

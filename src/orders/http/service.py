@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
 
 from orders.app import OrdersApp
 from orders.http import models
@@ -22,6 +23,7 @@ __all__ = [
     "Service",
     "ServiceDep",
     "log_order",
+    "one_idempotency_key",
     "problem_responses",
     "service_of",
 ]
@@ -47,7 +49,7 @@ async def service_of(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(service_of)]
-IdempotencyKey = Annotated[
+_IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
@@ -57,6 +59,27 @@ IdempotencyKey = Annotated[
         description="repeat a request safely: the same key returns the first response",
     ),
 ]
+
+
+async def one_idempotency_key(
+    request: Request, idempotency_key: _IdempotencyKeyHeader = None
+) -> str | None:
+    """The request's ``Idempotency-Key``; several of them are refused (422), never reduced
+    to the first."""
+    if len(request.headers.getlist("idempotency-key")) > 1:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("header", "Idempotency-Key"),
+                    "msg": "send one Idempotency-Key header, not several",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return idempotency_key
+
+
+IdempotencyKey = Annotated[str | None, Depends(one_idempotency_key)]
 ConsistencyToken = Annotated[
     str | None,
     Header(
