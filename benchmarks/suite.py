@@ -25,6 +25,7 @@ from benchmarks import workload as w
 from benchmarks.baseline import durable_commits_per_second
 from benchmarks.config import QUERIES, Sizes
 from benchmarks.databases import Database, Databases
+from benchmarks.hot_stream import CLIENTS, hot_stream
 from benchmarks.measure import Measurement, percentile
 
 ES_BACKENDS = ("sqlite", "postgres")
@@ -96,6 +97,7 @@ class Suite:
                 self._read_side(backend, side)
             for side in sides:
                 self._lag(backend, side)
+            self._hot_stream(backend)
             if backend != "memory":
                 self._rebuild_peak(backend)
                 if self.http is not None:
@@ -265,6 +267,34 @@ class Suite:
         self.section(
             f"lag at {rate:.0f} commands/s", ["lag_p50", "lag_p99", "lag_rate"], backend, side, body
         )
+
+    def _hot_stream(self, backend: str) -> None:
+        commands = self.sizes.orders_1
+        for writers in (1, 2):
+
+            def body(writers: int = writers) -> None:
+                db = self.fresh(backend, "hot")
+                result = asyncio.run(hot_stream(db, commands, writers))
+                self.dbs.drop(db)
+                note = f"{commands} AddItems from {CLIENTS} clients on one order"
+                self.record(
+                    f"hot_stream_{writers}",
+                    backend,
+                    "cqrskit",
+                    result.commands_per_second,
+                    samples=commands,
+                    note=note,
+                )
+                self.record(
+                    f"hot_stream_conflicts_{writers}",
+                    backend,
+                    "cqrskit",
+                    result.conflict_share * 100,
+                    samples=commands,
+                )
+
+            figures = [f"hot_stream_{writers}", f"hot_stream_conflicts_{writers}"]
+            self.section(f"hot stream, {writers} writer(s)", figures, backend, "cqrskit", body)
 
     def _rebuild_peak(self, backend: str) -> None:
         orders = -(-self.sizes.peak_events // w.COMMANDS_PER_ORDER)
