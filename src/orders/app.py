@@ -28,11 +28,14 @@ from cqrskit import (
     UnknownEventType,
 )
 from cqrskit.backends import open_backend
+from cqrskit.snapshots import SnapshotPolicy
 from orders.domain import (
     EVENT_TYPES,
+    STATE_VERSION,
     UPCASTERS,
     AddItems,
     CreateOrder,
+    OrderState,
     SubmitOrder,
     order_decider,
     stream_id,
@@ -68,17 +71,22 @@ class Settings:
     consistency_timeout: float = 5.0
     #: events per projection transaction
     projection_batch_size: int = 1000
+    #: snapshot an order's state every this many events (0: never)
+    snapshot_every: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``CQRSKIT_DB`` and ``CQRSKIT_CONSISTENCY_TIMEOUT``, then ``overrides``
-        (a None override keeps the environment's value)."""
+        """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT`` and
+        ``CQRSKIT_SNAPSHOT_EVERY``, then ``overrides`` (a None override keeps the environment's
+        value)."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if "CQRSKIT_DB" in env:
             values["db_url"] = env["CQRSKIT_DB"]
         if "CQRSKIT_CONSISTENCY_TIMEOUT" in env:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
+        if "CQRSKIT_SNAPSHOT_EVERY" in env:
+            values["snapshot_every"] = int(env["CQRSKIT_SNAPSHOT_EVERY"])
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -125,6 +133,11 @@ class OrdersApp:
     def command_retries(self) -> int:
         """Commands decided again after a concurrency conflict, since the app started."""
         return self.commands.retries
+
+    @property
+    def snapshots_taken(self) -> int:
+        """Snapshots of order states saved by this process, since the app started."""
+        return self.commands.snapshots_taken
 
     # -- the event log --
 
@@ -307,8 +320,13 @@ async def build_app(
     """Open the backend named by ``settings.db_url`` and wire the Orders application on it."""
     backend = await open_backend(settings.db_url)
     codec = EventCodec(EVENT_TYPES, upcasters=UPCASTERS)
-    commands = CommandHandler(backend.events, codec, clock=clock)
+    commands = CommandHandler(backend.events, codec, clock=clock, snapshots=backend.snapshots)
     register_commands(commands)
+    if settings.snapshot_every > 0 and backend.snapshots is not None:
+        policy = SnapshotPolicy(
+            OrderState, every=settings.snapshot_every, state_version=STATE_VERSION
+        )
+        commands.enable_snapshots(order_decider, policy)
     runners = tuple(
         ProjectionRunner(
             projection,
