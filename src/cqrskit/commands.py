@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from cqrskit import tracing
 from cqrskit.codec import EventCodec
 from cqrskit.decider import Decider
 from cqrskit.errors import (
@@ -181,13 +182,17 @@ class CommandHandler:
                 position = await self._store.head_position()
                 return CommandResult(stream_id, version, position, ())
             now = self._clock()
-            new_events = [
-                self._codec.new_event(event, recorded_at=now, metadata=metadata) for event in events
-            ]
             try:
-                result = await self._store.append(
-                    stream_id, new_events, version, idempotency=idempotency
-                )
+                with tracing.span("append", attributes={"cqrskit.stream_id": stream_id}):
+                    # the events carry the append's trace context to the relay and projections
+                    traced = tracing.with_trace_context(metadata)
+                    new_events = [
+                        self._codec.new_event(event, recorded_at=now, metadata=traced)
+                        for event in events
+                    ]
+                    result = await self._store.append(
+                        stream_id, new_events, version, idempotency=idempotency
+                    )
             except ConcurrencyError:
                 if attempt == self._max_retries:
                     self._cache.pop(stream_id, None)
