@@ -38,6 +38,7 @@ __all__ = [
     "SqliteReadStore",
     "SqliteSnapshotStore",
     "open_backend",
+    "open_read_store",
     "read_model_path",
 ]
 
@@ -76,3 +77,14 @@ async def open_backend(url: str) -> Backend:
         await events.close()
         raise
     return Backend(url, events, read, snapshots)
+
+
+async def open_read_store(url: str) -> SqliteReadStore:
+    """A read store alone, in exactly the file ``sqlite:///path/to/file.db`` names (for a read
+    model fed from elsewhere, such as a scale-out node's). Raises as :func:`open_backend`."""
+    path, risky = parse_url(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unavailable(path, "creating its directory", error) from error
+    return await SqliteReadStore.open(path, risk_recent_commits_on_power_loss=risky)
