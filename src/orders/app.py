@@ -26,6 +26,8 @@ from cqrskit import (
     RecordedEvent,
 )
 from cqrskit.backends import open_backend
+from cqrskit.feed import EventFeed, FeedSubscription
+from cqrskit.live import LiveQueries
 from orders.domain import (
     EVENT_TYPES,
     AddItem,
@@ -35,6 +37,7 @@ from orders.domain import (
     stream_id,
 )
 from orders.errors import ConsistencyTimeout, OrderNotFound, UnknownProjection
+from orders.live import OrderSubscriptions
 from orders.projections import PROJECTIONS
 from orders.queries import OrderQueries
 
@@ -102,7 +105,15 @@ class OrdersApp:
     commands: CommandHandler
     queries: OrderQueries
     runners: tuple[ProjectionRunner, ...]
+    #: the event log followed once for every live subscriber (SSE clients, live queries)
+    feed: EventFeed
+    #: subscription queries: the queries' answers, again each time the read model changes them
+    subscriptions: OrderSubscriptions = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        live = LiveQueries(self.feed, self.wait_for_position)
+        self.subscriptions = OrderSubscriptions(live, self.queries)
 
     # -- commands --
 
@@ -138,6 +149,13 @@ class OrdersApp:
     async def events(self, after: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log after global position ``after``."""
         return await self.backend.events.read_all(after, limit)
+
+    def subscribe_events(
+        self, after: int | None = None, *, buffer: int | None = None
+    ) -> contextlib.AbstractAsyncContextManager[FeedSubscription]:
+        """The global event log after ``after`` (``None``: from now on), then live; see
+        :meth:`cqrskit.feed.EventFeed.subscribe`."""
+        return self.feed.subscribe(after, buffer=buffer)
 
     async def head_position(self) -> int:
         """The global position of the newest event (0 when the log is empty)."""
@@ -278,8 +296,9 @@ class OrdersApp:
         self._tasks.clear()
 
     async def close(self) -> None:
-        """Stop background projections and close the backend."""
+        """Stop background projections and the event feed, and close the backend."""
         await self.stop_projections()
+        await self.feed.close()
         await self.backend.close()
 
 
@@ -301,7 +320,8 @@ async def build_app(
         )
         for projection in PROJECTIONS
     )
-    app = OrdersApp(settings, backend, codec, commands, OrderQueries(backend.read), runners)
+    feed = EventFeed(backend.events)
+    app = OrdersApp(settings, backend, codec, commands, OrderQueries(backend.read), runners, feed)
     await app.setup_read_model()
     return app
 

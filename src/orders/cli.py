@@ -218,22 +218,21 @@ def list_orders(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a customer's orders (--customer) or the orders in a status (--status)."""
-    if (customer is None) == (status is None):
-        _fail("give exactly one of --customer or --status", EXIT_INVALID)
+    """List the orders, oldest first: all of them, or a customer's (--customer) and/or those
+    in a status (--status)."""
     if status is not None and status not in ("draft", "submitted"):
         _fail(f"status must be draft or submitted, got {status!r}", EXIT_INVALID)
 
     async def work(orders_app: OrdersApp) -> None:
         await orders_app.catch_up()
-        queries = orders_app.queries
+        page = await orders_app.queries.list_orders(
+            status=status, customer_id=customer, limit=limit, cursor=cursor
+        )
+        title = "Orders"
         if customer is not None:
-            page = await queries.orders_by_customer(customer, limit=limit, cursor=cursor)
-            title = f"Orders for {customer}"
-        else:
-            assert status is not None
-            page = await queries.orders_by_status(status, limit=limit, cursor=cursor)
-            title = f"Orders in status {status}"
+            title += f" for {customer}"
+        if status is not None:
+            title += f" in status {status}"
         if as_json:
             _print_json(page)
             return

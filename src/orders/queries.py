@@ -87,6 +87,18 @@ class OrderQueries:
     ) -> OrderPage:
         return await self._page({"status": status}, limit, cursor)
 
+    async def list_orders(
+        self,
+        *,
+        status: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> OrderPage:
+        """Orders oldest first, all of them or those in ``status`` and/or of ``customer_id``."""
+        where = {"status": status, "customer_id": customer_id}
+        return await self._page({k: v for k, v in where.items() if v is not None}, limit, cursor)
+
     async def daily_stats(self) -> list[DailyStats]:
         rows = await self._read.find(DAILY_STATS, order_by=("day",))
         return [

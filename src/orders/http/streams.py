@@ -1,0 +1,156 @@
+"""Live routes over server-sent events: the global event log, and subscription queries.
+
+``GET /events/stream`` sends every stored event (``id:`` its global position, ``event:`` its
+type, ``data:`` the event as JSON, in the shape of ``GET /orders/{id}/events``). ``GET /live/...``
+sends a query's answer now, then again each time the read model changed it (``event: result``,
+``id:`` the position the read model had applied). See docs/http.md.
+
+These routes stay out of the OpenAPI schema: a stream never ends, which neither the schema's
+"Try it out" nor a schema fuzzer can handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel
+
+from cqrskit.feed import FeedSubscription
+from cqrskit.live import QuerySubscription
+from orders.http import models
+from orders.http.frames import FrameCache
+from orders.http.queries import Cursor, Limit, daily_out, dashboard_out, order_out, page_out
+from orders.http.service import OrderIdPath, Service, ServiceDep
+from orders.http.sse import EventStreamResponse, FrameSource, frame
+
+__all__ = ["router"]
+
+router = APIRouter()
+T = TypeVar("T")
+
+MAX_POSITION = 2**63 - 1
+
+
+class _EventFrames:
+    def __init__(self, subscription: FeedSubscription, cache: FrameCache) -> None:
+        self._subscription = subscription
+        self._cache = cache
+
+    async def next_frames(self, timeout: float | None) -> bytes:
+        return self._cache.frames(await self._subscription.next_events(timeout))
+
+    async def wait_cut_off(self) -> BaseException:
+        return await self._subscription.wait_cut_off()
+
+
+class _AnswerFrames(Generic[T]):
+    def __init__(self, subscription: QuerySubscription[T], render: Callable[[T], bytes]) -> None:
+        self._subscription = subscription
+        self._render = render
+
+    async def next_frames(self, timeout: float | None) -> bytes:
+        answer = await self._subscription.next_answer(timeout)
+        if answer is None:
+            return b""
+        return frame(self._render(answer.result), event="result", id=str(answer.position))
+
+    async def wait_cut_off(self) -> BaseException:
+        # A live query is never too slow (it keeps the latest answer only); its failures
+        # surface through next_frames.
+        await _forever()
+        raise AssertionError("unreachable")
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+def _model_json(model: BaseModel | None) -> bytes:
+    return b"null" if model is None else model.__pydantic_serializer__.to_json(model)
+
+
+def _live(
+    service: Service,
+    subscribe: Callable[[], AbstractAsyncContextManager[QuerySubscription[T]]],
+    render: Callable[[T], BaseModel | None],
+) -> EventStreamResponse:
+    @contextlib.asynccontextmanager
+    async def open_source() -> AsyncIterator[FrameSource]:
+        async with subscribe() as subscription:
+            yield _AnswerFrames(subscription, lambda result: _model_json(render(result)))
+
+    return EventStreamResponse(service.streams, open_source)
+
+
+@router.get("/events/stream", include_in_schema=False)
+async def event_stream(
+    service: ServiceDep,
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+    last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,19}$")] = None,
+) -> EventStreamResponse:
+    """The global event log as server-sent events: after ``Last-Event-ID`` (a reconnecting
+    browser sends it) or ``after``, or from now on."""
+    start = int(last_event_id) if last_event_id is not None else after
+    if start is not None and start > MAX_POSITION:
+        start = MAX_POSITION
+    app, cache = service.app, service.frame_cache
+
+    @contextlib.asynccontextmanager
+    async def open_source() -> AsyncIterator[FrameSource]:
+        buffer = service.streams.settings.buffer
+        async with app.subscribe_events(start, buffer=buffer) as subscription:
+            yield _EventFrames(subscription, cache)
+
+    return EventStreamResponse(service.streams, open_source)
+
+
+@router.get("/live/stats/dashboard", include_in_schema=False)
+async def live_dashboard_stats(service: ServiceDep) -> EventStreamResponse:
+    """``GET /stats/dashboard``, live."""
+    return _live(service, service.app.subscriptions.dashboard_stats, dashboard_out)
+
+
+@router.get("/live/stats/daily", include_in_schema=False)
+async def live_daily_stats(service: ServiceDep) -> EventStreamResponse:
+    """``GET /stats/daily``, live."""
+    return _live(service, service.app.subscriptions.daily_stats, daily_out)
+
+
+@router.get("/live/orders/{order_id}", include_in_schema=False)
+async def live_order(order_id: OrderIdPath, service: ServiceDep) -> EventStreamResponse:
+    """``GET /orders/{order_id}``, live (``null`` while the order does not exist)."""
+
+    def render(view: Any) -> models.OrderOut | None:
+        return None if view is None else order_out(view)
+
+    return _live(service, lambda: service.app.subscriptions.order(order_id), render)
+
+
+@router.get("/live/orders", include_in_schema=False)
+async def live_orders(
+    service: ServiceDep,
+    status: Annotated[Literal["draft", "submitted"] | None, Query()] = None,
+    customer_id: Annotated[
+        str | None, Query(max_length=models.MAX_TEXT, pattern=models.TEXT_PATTERN)
+    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> EventStreamResponse:
+    """``GET /orders``, live: the same page, again whenever it changes."""
+    subscriptions = service.app.subscriptions
+    # Run once now, so that a bad cursor is refused (422) rather than failing the stream.
+    await service.app.queries.list_orders(
+        status=status, customer_id=customer_id, limit=limit, cursor=cursor
+    )
+    return _live(
+        service,
+        lambda: subscriptions.orders(
+            status=status, customer_id=customer_id, limit=limit, cursor=cursor
+        ),
+        page_out,
+    )
