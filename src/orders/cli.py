@@ -32,7 +32,7 @@ from cqrskit import (
 from cqrskit.urls import redact
 from orders import render
 from orders.app import OrdersApp, Settings, build_app
-from orders.demo import DemoNeedsEmptyStore, play_demo
+from orders.demo import DEMO_COMMANDS, DemoNeedsEmptyStore, play_demo
 from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
 from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
 from orders.logs import configure_logging
@@ -389,17 +389,24 @@ def serve(
             "--no-projections", help="Only serve; run the projections with `orders project`."
         ),
     ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="Start with the seed's demo orders if the store is empty."),
+    ] = False,
 ) -> None:
-    """Run the HTTP service (docs at /docs) until SIGINT/SIGTERM; projections run beside it."""
+    """Run the HTTP service (dashboard at /, API docs at /docs) until SIGINT/SIGTERM; the
+    projections run beside it."""
     from orders.http import server  # the web stack is loaded only to serve
 
     configure_logging()
-    run_with_app(
-        db,
-        lambda orders_app: server.serve(
-            orders_app, host=host, port=port, run_projections=not no_projections
-        ),
-    )
+
+    async def work(orders_app: OrdersApp) -> None:
+        if demo and await orders_app.head_position() == 0:
+            for command in DEMO_COMMANDS:
+                await orders_app.send(command)
+        await server.serve(orders_app, host=host, port=port, run_projections=not no_projections)
+
+    run_with_app(db, work)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from orders.http import commands, operations, queries, streams
 from orders.http.access import RequestLog
 from orders.http.jsonbody import BodyLimit
 from orders.http.metrics import Metrics
+from orders.http.pages import install_pages
 from orders.http.problems import install
 from orders.http.service import Service
 from orders.http.sse import Streams, StreamSettings
@@ -61,6 +62,8 @@ def create_api(
         version="1.0.0",
         description="The Orders service: CQRS + event sourcing on cqrskit. "
         "See docs/http.md for consistency tokens, idempotency and errors.",
+        docs_url=None,  # served by orders.http.pages, with the assets shipped in the package
+        redoc_url=None,
     )
     service = Service(
         orders_app,
@@ -72,6 +75,7 @@ def create_api(
     # The live routes first: /live/orders must not be taken for an order called "live".
     for routes in (streams, commands, queries, operations):
         api.include_router(routes.router)
+    install_pages(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     install(api)
     api.add_middleware(BodyLimit)

@@ -48,10 +48,14 @@ def event_json(event: RecordedEvent) -> bytes:
 
 
 class FrameCache:
-    """Each event's frame encoded once for every client (the newest ``size`` are kept)."""
+    """Each event's frame encoded once for every client (the newest ``size`` are kept).
 
-    def __init__(self, size: int = 50_000) -> None:
+    Frames are named ``event_name``, or after the event's type when it is None.
+    """
+
+    def __init__(self, size: int = 50_000, event_name: str | None = None) -> None:
         self.size = size
+        self.event_name = event_name
         self._frames: dict[int, bytes] = {}
 
     def frames(self, events: list[RecordedEvent]) -> bytes:
@@ -60,7 +64,8 @@ class FrameCache:
         for event in events:
             encoded = cache.get(event.position)
             if encoded is None:
-                encoded = frame(event_json(event), event=event.event_type, id=str(event.position))
+                name = self.event_name or event.event_type
+                encoded = frame(event_json(event), event=name, id=str(event.position))
                 cache[event.position] = encoded
                 if len(cache) > self.size:
                     del cache[next(iter(cache))]

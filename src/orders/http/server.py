@@ -48,7 +48,11 @@ class OrdersServer(uvicorn.Server):
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                print(f"Orders is serving on http://{shown}:{port}/ (API docs: /docs)", flush=True)
+                print(
+                    f"Orders is serving on http://{shown}:{port}/ "
+                    "(live dashboard; API docs: /docs)",
+                    flush=True,
+                )
                 return
 
 

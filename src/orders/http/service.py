@@ -39,6 +39,7 @@ class Service:
     projections_in_process: bool
     streams: Streams = field(default_factory=lambda: Streams(StreamSettings()))
     frame_cache: FrameCache = field(default_factory=FrameCache)
+    log_frame_cache: FrameCache = field(default_factory=lambda: FrameCache(event_name="log"))
 
 
 async def service_of(request: Request) -> Service:

@@ -25,7 +25,14 @@ from starlette.types import Receive, Scope, Send
 
 from cqrskit.feed import FeedClosed
 
-__all__ = ["EventStreamResponse", "FrameSource", "StreamSettings", "Streams", "frame"]
+__all__ = [
+    "EventStreamResponse",
+    "FrameSource",
+    "MergedFrames",
+    "StreamSettings",
+    "Streams",
+    "frame",
+]
 
 log = logging.getLogger("orders.http.sse")
 HEARTBEAT = b": keep-alive\n\n"
@@ -76,6 +83,40 @@ class FrameSource(Protocol):
     async def wait_cut_off(self) -> BaseException:
         """Return once the source can give no more frames: the client must be let go."""
         ...
+
+
+class MergedFrames:
+    """Several sources as one stream (one connection: browsers allow few per host)."""
+
+    def __init__(self, sources: list[FrameSource]) -> None:
+        self._sources = sources
+        self._pending: dict[int, asyncio.Task[bytes]] = {}
+
+    async def next_frames(self, timeout: float | None) -> bytes:
+        for index, source in enumerate(self._sources):
+            if index not in self._pending:
+                self._pending[index] = asyncio.create_task(source.next_frames(None))
+        await asyncio.wait(
+            self._pending.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready = [index for index, task in self._pending.items() if task.done()]
+        return b"".join(self._pending.pop(index).result() for index in sorted(ready))
+
+    async def wait_cut_off(self) -> BaseException:
+        waits = [asyncio.create_task(source.wait_cut_off()) for source in self._sources]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return done.pop().result()
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def close(self) -> None:
+        """Stop waiting on the sources (call before closing them)."""
+        for task in self._pending.values():
+            task.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        self._pending.clear()
 
 
 def frame(data: bytes, *, event: str | None = None, id: str | None = None) -> bytes:

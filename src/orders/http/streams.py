@@ -26,7 +26,7 @@ from orders.http import models
 from orders.http.frames import FrameCache
 from orders.http.queries import Cursor, Limit, daily_out, dashboard_out, order_out, page_out
 from orders.http.service import OrderIdPath, Service, ServiceDep
-from orders.http.sse import EventStreamResponse, FrameSource, frame
+from orders.http.sse import EventStreamResponse, FrameSource, MergedFrames, frame
 
 __all__ = ["router"]
 
@@ -49,15 +49,27 @@ class _EventFrames:
 
 
 class _AnswerFrames(Generic[T]):
-    def __init__(self, subscription: QuerySubscription[T], render: Callable[[T], bytes]) -> None:
+    """A live query's answers as frames: ``event: result`` with the position as ``id``, or
+    (in a merged stream, whose ids belong to the event log) ``event: <name>`` without one."""
+
+    def __init__(
+        self,
+        subscription: QuerySubscription[T],
+        render: Callable[[T], bytes],
+        name: str | None = None,
+    ) -> None:
         self._subscription = subscription
         self._render = render
+        self._name = name
 
     async def next_frames(self, timeout: float | None) -> bytes:
         answer = await self._subscription.next_answer(timeout)
         if answer is None:
             return b""
-        return frame(self._render(answer.result), event="result", id=str(answer.position))
+        data = self._render(answer.result)
+        if self._name is not None:
+            return frame(data, event=self._name)
+        return frame(data, event="result", id=str(answer.position))
 
     async def wait_cut_off(self) -> BaseException:
         # A live query is never too slow (it keeps the latest answer only); its failures
@@ -68,6 +80,10 @@ class _AnswerFrames(Generic[T]):
 
 async def _forever() -> None:
     await asyncio.Event().wait()
+
+
+def _json_of(render: Callable[[T], BaseModel | None]) -> Callable[[T], bytes]:
+    return lambda result: _model_json(render(result))
 
 
 def _model_json(model: BaseModel | None) -> bytes:
@@ -82,7 +98,7 @@ def _live(
     @contextlib.asynccontextmanager
     async def open_source() -> AsyncIterator[FrameSource]:
         async with subscribe() as subscription:
-            yield _AnswerFrames(subscription, lambda result: _model_json(render(result)))
+            yield _AnswerFrames(subscription, _json_of(render))
 
     return EventStreamResponse(service.streams, open_source)
 
@@ -154,3 +170,60 @@ async def live_orders(
         ),
         page_out,
     )
+
+
+#: how many past events the dashboard's log starts with
+RECENT_EVENTS = 30
+
+
+@router.get("/live/dashboard", include_in_schema=False)
+async def live_dashboard(
+    service: ServiceDep,
+    status: Annotated[Literal["draft", "submitted"] | None, Query()] = None,
+    customer_id: Annotated[
+        str | None, Query(max_length=models.MAX_TEXT, pattern=models.TEXT_PATTERN)
+    ] = None,
+    limit: Limit = 10,
+    cursor: Cursor = None,
+    last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,19}$")] = None,
+) -> EventStreamResponse:
+    """Everything the dashboard shows, on one connection: the event log (``event: log``, ``id:``
+    its position, starting with the last few events or after ``Last-Event-ID``), and the
+    answers of the dashboard stats (``stats``), daily stats (``daily``) and orders page
+    (``orders``) live queries."""
+    app = service.app
+    await app.queries.list_orders(
+        status=status, customer_id=customer_id, limit=limit, cursor=cursor
+    )
+    if last_event_id is not None:
+        start = min(int(last_event_id), MAX_POSITION)
+    else:
+        start = max(0, await app.head_position() - RECENT_EVENTS)
+    subscriptions = app.subscriptions
+
+    @contextlib.asynccontextmanager
+    async def open_source() -> AsyncIterator[FrameSource]:
+        buffer = service.streams.settings.buffer
+        async with contextlib.AsyncExitStack() as stack:
+            log = await stack.enter_async_context(app.subscribe_events(start, buffer=buffer))
+            stats = await stack.enter_async_context(subscriptions.dashboard_stats())
+            daily = await stack.enter_async_context(subscriptions.daily_stats())
+            page = await stack.enter_async_context(
+                subscriptions.orders(
+                    status=status, customer_id=customer_id, limit=limit, cursor=cursor
+                )
+            )
+            merged = MergedFrames(
+                [
+                    _EventFrames(log, service.log_frame_cache),
+                    _AnswerFrames(stats, _json_of(dashboard_out), "stats"),
+                    _AnswerFrames(daily, _json_of(daily_out), "daily"),
+                    _AnswerFrames(page, _json_of(page_out), "orders"),
+                ]
+            )
+            try:
+                yield merged
+            finally:
+                await merged.close()
+
+    return EventStreamResponse(service.streams, open_source)
