@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from orders.app import Settings, build_app
-from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from tests.e2e.server import ServerThread
 
 DESKTOP = {"width": 1400, "height": 1000}
@@ -49,7 +49,7 @@ async def write_history(db_url: str, days: int = 7) -> None:
                     CreateOrder(order_id=order_id, customer_id=f"CUST-{100 + n % 4}", items=items)
                 )
                 item = LineItem(name=second[0], price=Decimal(second[1]), quantity=1)
-                await orders_app.send(AddItem(order_id=order_id, item=item))
+                await orders_app.send(AddItems(order_id=order_id, items=(item,)))
                 if day < days - 1 or n % 2 == 0:
                     await orders_app.send(SubmitOrder(order_id=order_id))
     finally:

@@ -38,8 +38,14 @@ class Service:
     metrics: Metrics
     projections_in_process: bool
     streams: Streams = field(default_factory=lambda: Streams(StreamSettings()))
-    frame_cache: FrameCache = field(default_factory=FrameCache)
-    log_frame_cache: FrameCache = field(default_factory=lambda: FrameCache(event_name="log"))
+    #: the events' SSE frames, encoded once for every client (named by type, and "log")
+    frame_cache: FrameCache = field(init=False)
+    log_frame_cache: FrameCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        read_current = self.app.read_current
+        object.__setattr__(self, "frame_cache", FrameCache(read_current))
+        object.__setattr__(self, "log_frame_cache", FrameCache(read_current, event_name="log"))
 
 
 async def service_of(request: Request) -> Service:

@@ -290,7 +290,7 @@ function commandPanel(log) {
       for (const part of $$("[data-for]", form)) part.hidden = !part.dataset.for.split(" ").includes(kind);
       form.elements.order_id.required = kind !== "create";
       form.elements.order_id.placeholder = kind === "create" ? "leave empty: the service picks one" : "ORD-…";
-      $("#send").textContent = "Send " + { create: "CreateOrder", add: "AddItem", submit: "SubmitOrder" }[kind];
+      $("#send").textContent = "Send " + { create: "CreateOrder", add: "AddItems", submit: "SubmitOrder" }[kind];
     });
   }
 
@@ -307,7 +307,7 @@ function commandPanel(log) {
       return ["CreateOrder", "POST", "/orders", body];
     }
     const path = "/orders/" + encodeURIComponent(orderId);
-    return kind === "add" ? ["AddItem", "POST", path + "/items", item()] : ["SubmitOrder", "POST", path + "/submit", undefined];
+    return kind === "add" ? ["AddItems", "POST", path + "/items", item()] : ["SubmitOrder", "POST", path + "/submit", undefined];
   }
 
   form.addEventListener("submit", async (event) => {
@@ -320,7 +320,7 @@ function commandPanel(log) {
     const steps = [
       ["CreateOrder", "POST", "/orders", { order_id: first, customer_id: "CUST-123", items: [
         { name: "Laptop", price: "999.00", quantity: 1 }, { name: "Mouse", price: "49.00", quantity: 2 }] }],
-      ["AddItem", "POST", `/orders/${first}/items`, { name: "Keyboard", price: "79.00", quantity: 1 }],
+      ["AddItems", "POST", `/orders/${first}/items`, { name: "Keyboard", price: "79.00", quantity: 1 }],
       ["SubmitOrder", "POST", `/orders/${first}/submit`, undefined],
       ["CreateOrder", "POST", "/orders", { order_id: second, customer_id: "CUST-123", items: [
         { name: "Monitor", price: "399.00", quantity: 1 }] }],
