@@ -29,7 +29,9 @@ DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync API is open it leaves its event loop set on the thread,
+# which asyncio.run and the async tests of later modules would trip over.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
