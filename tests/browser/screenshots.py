@@ -75,7 +75,7 @@ def take(browser: Browser, url: str, folder: Path) -> list[Path]:
             page.get_by_role("button", name="Send CreateOrder").click()
             expect(page.locator('[data-trace="query"]')).to_contain_text("with the token")
             path = folder / f"dashboard-{name}.png"
-            page.screenshot(path=str(path), full_page=True)
+            page.screenshot(path=str(path), full_page=True, animations="disabled")
             shots.append(path)
         finally:
             context.close()
