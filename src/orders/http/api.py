@@ -18,7 +18,7 @@ from orders.http.metrics import Metrics
 from orders.http.pages import install_pages
 from orders.http.problems import install
 from orders.http.service import Service
-from orders.http.sse import Streams, StreamSettings
+from orders.http.sse import StreamMetrics, Streams, StreamSettings
 
 __all__ = [
     "create_api",
@@ -72,6 +72,7 @@ def create_api(
         Streams(stream_settings or StreamSettings()),
     )
     api.state.service = service
+    service.metrics.registry.register(StreamMetrics(service.streams))
     # The live routes first: /live/orders must not be taken for an order called "live".
     for routes in (streams, commands, queries, operations):
         api.include_router(routes.router)

@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -29,6 +31,7 @@ __all__ = [
     "EventStreamResponse",
     "FrameSource",
     "MergedFrames",
+    "StreamMetrics",
     "StreamSettings",
     "Streams",
     "frame",
@@ -71,6 +74,26 @@ class Streams:
     def close(self) -> None:
         """End every open stream (the server is shutting down)."""
         self.closing.set()
+
+
+class StreamMetrics(Collector):
+    """Prometheus figures of the open streams: how many, and how many clients were cut off."""
+
+    def __init__(self, streams: Streams) -> None:
+        self._streams = streams
+
+    def collect(self) -> Iterator[Metric]:
+        open_now = GaugeMetricFamily(
+            "orders_sse_clients", "Server-sent-event streams open now (event log, live queries)."
+        )
+        open_now.add_metric([], self._streams.open)
+        yield open_now
+        cut_off = CounterMetricFamily(
+            "orders_sse_clients_cut_off",
+            "Stream clients disconnected for falling too far behind the event log.",
+        )
+        cut_off.add_metric([], self._streams.cut_off)
+        yield cut_off
 
 
 class FrameSource(Protocol):
