@@ -59,13 +59,18 @@ class OrderSubscriptions:
         customer_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> AbstractAsyncContextManager[QuerySubscription[OrderPage]]:
         """A page of orders, as :meth:`OrderQueries.list_orders` answers it."""
 
         async def query() -> OrderPage:
             return await self._queries.list_orders(
-                status=status, customer_id=customer_id, limit=limit, cursor=cursor
+                status=status,
+                customer_id=customer_id,
+                limit=limit,
+                cursor=cursor,
+                newest_first=newest_first,
             )
 
-        key = ("orders", status, customer_id, limit, cursor)
+        key = ("orders", status, customer_id, limit, cursor, newest_first)
         return self.live.subscribe(key, query, _any_order_event)

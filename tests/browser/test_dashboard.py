@@ -140,8 +140,8 @@ def test_the_orders_list_filters_pages_and_finds_by_id(
     page.get_by_role("radiogroup", name="status").get_by_text("Submitted").click()
     expect(rows).to_have_count(6)
     page.get_by_label("filter by customer").fill("CUST-B")
-    expect(rows).to_have_count(2)  # orders 3 and 9
-    expect(rows.first).to_have_attribute("data-order", ids[3])
+    expect(rows).to_have_count(2)  # orders 3 and 9, newest first
+    expect(rows.first).to_have_attribute("data-order", ids[9])
 
     page.get_by_label("find order by id").fill(ids[4])
     expect(rows).to_have_count(1)

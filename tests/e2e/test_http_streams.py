@@ -179,6 +179,18 @@ def test_get_orders_without_a_status_lists_every_order(streaming: ServerThread) 
             if cursor is None:
                 break
         assert [i for i in seen if i.startswith(customer)] == ids
+        newest: list[str] = []
+        cursor = None
+        while True:
+            params = {"customer_id": customer, "order": "newest", "limit": 3}
+            page = client.get(
+                "/orders", params={**params, **({"cursor": cursor} if cursor else {})}
+            )
+            newest.extend(o["order_id"] for o in page.json()["orders"])
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert newest == ids[::-1]
         mine = client.get("/orders", params={"customer_id": customer, "status": "submitted"})
         assert mine.status_code == 200
         assert [o["order_id"] for o in mine.json()["orders"]] == ids[1::2]

@@ -24,7 +24,16 @@ from orders.http.service import (
 from orders.money import format_amount
 from orders.queries import MAX_PAGE, DailyStats, DashboardStats, OrderPage, OrderView
 
-__all__ = ["daily_out", "dashboard_out", "order_out", "page_out", "router"]
+__all__ = [
+    "Cursor",
+    "Limit",
+    "Order",
+    "daily_out",
+    "dashboard_out",
+    "order_out",
+    "page_out",
+    "router",
+]
 
 router = APIRouter(route_class=DecimalJSONRoute)
 
@@ -55,6 +64,9 @@ def order_out(view: OrderView) -> models.OrderOut:
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="orders per page")]
+Order = Annotated[
+    Literal["oldest", "newest"], Query(description="oldest first (the default) or newest first")
+]
 Cursor = Annotated[
     str | None,
     Query(max_length=400, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor of a page"),
@@ -112,13 +124,18 @@ async def list_orders(
     ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
+    order: Order = "oldest",
     token: ConsistencyToken = None,
 ) -> models.OrderPageOut:
-    """Every order, or those in a status and/or of a customer: oldest first, one page at a
-    time."""
+    """Every order, or those in a status and/or of a customer: oldest (or newest) first, one
+    page at a time."""
     await _read_your_writes(service, token)
     page = await service.app.queries.list_orders(
-        status=status, customer_id=customer_id, limit=limit, cursor=cursor
+        status=status,
+        customer_id=customer_id,
+        limit=limit,
+        cursor=cursor,
+        newest_first=order == "newest",
     )
     return page_out(page)
 

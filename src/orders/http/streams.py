@@ -24,9 +24,18 @@ from cqrskit.feed import FeedSubscription
 from cqrskit.live import QuerySubscription
 from orders.http import models
 from orders.http.frames import FrameCache
-from orders.http.queries import Cursor, Limit, daily_out, dashboard_out, order_out, page_out
+from orders.http.queries import (
+    Cursor,
+    Limit,
+    Order,
+    daily_out,
+    dashboard_out,
+    order_out,
+    page_out,
+)
 from orders.http.service import OrderIdPath, Service, ServiceDep
 from orders.http.sse import EventStreamResponse, FrameSource, MergedFrames, frame
+from orders.queries import OrderPage
 
 __all__ = ["router"]
 
@@ -156,20 +165,29 @@ async def live_orders(
     ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
+    order: Order = "oldest",
 ) -> EventStreamResponse:
     """``GET /orders``, live: the same page, again whenever it changes."""
-    subscriptions = service.app.subscriptions
+    subscriptions, newest_first = service.app.subscriptions, order == "newest"
     # Run once now, so that a bad cursor is refused (422) rather than failing the stream.
     await service.app.queries.list_orders(
-        status=status, customer_id=customer_id, limit=limit, cursor=cursor
+        status=status,
+        customer_id=customer_id,
+        limit=limit,
+        cursor=cursor,
+        newest_first=newest_first,
     )
-    return _live(
-        service,
-        lambda: subscriptions.orders(
-            status=status, customer_id=customer_id, limit=limit, cursor=cursor
-        ),
-        page_out,
-    )
+
+    def subscribe() -> AbstractAsyncContextManager[QuerySubscription[OrderPage]]:
+        return subscriptions.orders(
+            status=status,
+            customer_id=customer_id,
+            limit=limit,
+            cursor=cursor,
+            newest_first=newest_first,
+        )
+
+    return _live(service, subscribe, page_out)
 
 
 #: how many past events the dashboard's log starts with
@@ -185,15 +203,20 @@ async def live_dashboard(
     ] = None,
     limit: Limit = 10,
     cursor: Cursor = None,
+    order: Order = "oldest",
     last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,19}$")] = None,
 ) -> EventStreamResponse:
     """Everything the dashboard shows, on one connection: the event log (``event: log``, ``id:``
     its position, starting with the last few events or after ``Last-Event-ID``), and the
     answers of the dashboard stats (``stats``), daily stats (``daily``) and orders page
     (``orders``) live queries."""
-    app = service.app
+    app, newest_first = service.app, order == "newest"
     await app.queries.list_orders(
-        status=status, customer_id=customer_id, limit=limit, cursor=cursor
+        status=status,
+        customer_id=customer_id,
+        limit=limit,
+        cursor=cursor,
+        newest_first=newest_first,
     )
     if last_event_id is not None:
         start = min(int(last_event_id), MAX_POSITION)
@@ -210,7 +233,11 @@ async def live_dashboard(
             daily = await stack.enter_async_context(subscriptions.daily_stats())
             page = await stack.enter_async_context(
                 subscriptions.orders(
-                    status=status, customer_id=customer_id, limit=limit, cursor=cursor
+                    status=status,
+                    customer_id=customer_id,
+                    limit=limit,
+                    cursor=cursor,
+                    newest_first=newest_first,
                 )
             )
             merged = MergedFrames(

@@ -214,7 +214,7 @@ function ordersPanel() {
 
   function query() {
     const data = new FormData(form);
-    const params = { limit: 10 };
+    const params = { limit: 10, order: "newest" };
     if (data.get("status")) params.status = data.get("status");
     if (data.get("customer_id").trim()) params.customer_id = data.get("customer_id").trim();
     if (cursors[page]) params.cursor = cursors[page];
