@@ -19,6 +19,7 @@ from orders.http.pages import install_pages
 from orders.http.problems import install
 from orders.http.service import Service
 from orders.http.sse import StreamMetrics, Streams, StreamSettings
+from orders.http.tracing import TraceRequests
 
 __all__ = [
     "create_api",
@@ -81,4 +82,5 @@ def create_api(
     install(api)
     api.add_middleware(BodyLimit)
     api.add_middleware(RequestLog, metrics=service.metrics)
+    api.add_middleware(TraceRequests)
     return api
