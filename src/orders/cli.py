@@ -30,6 +30,7 @@ from cqrskit import (
     StoreUnavailable,
     StreamNotFound,
 )
+from cqrskit.supervision import LAG_CAP
 from cqrskit.tracing import configure_tracing
 from cqrskit.urls import redact
 from orders import render
@@ -370,9 +371,16 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
     """Each projection's checkpoint and how far it is behind the event store."""
 
     async def work(orders_app: OrdersApp) -> list[dict[str, Any]]:
-        lags = await orders_app.projection_lags(in_process=False)
+        reports = await orders_app.projections()
         return [
-            {"projection": lag.name, "position": lag.position, "head": lag.head} for lag in lags
+            {
+                "projection": report.name,
+                "position": report.checkpoint,
+                "head": report.head,
+                "lag_events": report.lag_events,
+                "lag_seconds": report.lag_seconds,
+            }
+            for report in reports
         ]
 
     rows = run_with_app(db, work)
@@ -383,7 +391,8 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
     for column in ("projection", "checkpoint", "head", "behind"):
         table.add_column(column, justify="left" if column == "projection" else "right")
     for row in rows:
-        behind = "up to date" if row["position"] >= row["head"] else "yes"
+        lag = row["lag_events"]
+        behind = "up to date" if lag == 0 else f"{lag}{'+' if lag >= LAG_CAP else ''} events"
         table.add_row(row["projection"], str(row["position"]), str(row["head"]), behind)
     render.console().print(table)
 
