@@ -134,7 +134,7 @@ class OrdersApp:
 
     def __post_init__(self) -> None:
         live = LiveQueries(self.feed, self.wait_for_position)
-        self.subscriptions = OrderSubscriptions(live, self.queries)
+        self.subscriptions = OrderSubscriptions(live, self.queries, self.projections)
 
     # -- commands --
 
@@ -269,6 +269,12 @@ class OrdersApp:
         runs; False when ``timeout`` (default: the configured consistency timeout) runs out."""
         timeout = self.settings.consistency_timeout if timeout is None else timeout
         return await self.supervisor.wait_for_position(position, timeout)
+
+    async def projection_applied_at(self, position: int) -> dict[str, float | None]:
+        """When each projection applied the event at ``position`` (wall-clock seconds, None if
+        not within the consistency timeout or not seen by this process); see
+        :meth:`cqrskit.supervision.Supervisor.applied_at`."""
+        return await self.supervisor.applied_at(position, self.settings.consistency_timeout)
 
     async def read_your_writes(self, position: int) -> None:
         """Wait until the read model includes the write at ``position`` (a consistency token);
