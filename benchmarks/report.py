@@ -98,7 +98,7 @@ def rows(measurements: list[Measurement], sizes: Sizes) -> list[Row]:
 def fmt(value: float | None, unit: str) -> str:
     if value is None or math.isnan(value):
         return "—"
-    if unit in ("µs", "ms") and value < 100:
+    if unit in ("µs", "ms", TIMES) and value < 100:
         return f"{value:,.1f}"
     return f"{value:,.0f}"
 
@@ -275,6 +275,11 @@ def markdown(table_rows: list[Row], context: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Notes on single figures:", ""]
         lines += [f"- {BACKEND_NAMES[r.backend]}, {r.label}: {r.note}" for r in notes]
+    live_streams = HERE / "sse_results.json"
+    if live_streams.exists():  # measured apart, by benchmarks/sse_load.py
+        from benchmarks.sse_load import section
+
+        lines += ["", section(json.loads(live_streams.read_text()))]
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"

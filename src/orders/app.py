@@ -35,16 +35,22 @@ from cqrskit import (
     tracing,
 )
 from cqrskit.backends import open_backend
+from cqrskit.feed import EventFeed, FeedSubscription
+from cqrskit.live import LiveQueries
+from cqrskit.snapshots import SnapshotPolicy
 from orders.domain import (
     EVENT_TYPES,
+    STATE_VERSION,
     UPCASTERS,
     AddItems,
     CreateOrder,
+    OrderState,
     SubmitOrder,
     order_decider,
     stream_id,
 )
 from orders.errors import ConsistencyTimeout, OrderNotFound, TokenBeyondHead, UnknownProjection
+from orders.live import OrderSubscriptions
 from orders.projections import PROJECTIONS
 from orders.queries import OrderQueries
 
@@ -82,6 +88,8 @@ class Settings:
     consistency_timeout: float = 5.0
     #: events per projection transaction
     projection_batch_size: int = 1000
+    #: snapshot an order's state every this many events (0: never)
+    snapshot_every: int = 100
     #: NATS server with JetStream for scale-out (relay, node read models, partitioned workers)
     nats_url: str | None = None
     #: the JetStream stream (and subject prefix) of this deployment's events
@@ -93,15 +101,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``, ``CQRSKIT_NATS_URL``,
-        ``CQRSKIT_NATS_STREAM``, ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then
-        ``overrides`` (a None override keeps the environment's value)."""
+        """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``,
+        ``CQRSKIT_SNAPSHOT_EVERY``, ``CQRSKIT_NATS_URL``, ``CQRSKIT_NATS_STREAM``,
+        ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then ``overrides`` (a None override
+        keeps the environment's value)."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if "CQRSKIT_DB" in env:
             values["db_url"] = env["CQRSKIT_DB"]
         if "CQRSKIT_CONSISTENCY_TIMEOUT" in env:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
+        if "CQRSKIT_SNAPSHOT_EVERY" in env:
+            values["snapshot_every"] = int(env["CQRSKIT_SNAPSHOT_EVERY"])
         for variable, name in _SCALE_OUT_VARIABLES:
             if env.get(variable):
                 values[name] = env[variable]
@@ -120,11 +131,19 @@ class OrdersApp:
     queries: OrderQueries
     runners: tuple[ProjectionRunner, ...]
     supervisor: Supervisor
+    #: the event log followed once for every live subscriber (SSE clients, live queries)
+    feed: EventFeed
+    #: subscription queries: the queries' answers, again each time the read model changes them
+    subscriptions: OrderSubscriptions = field(init=False)
     #: closed after the backend, last opened first (a node's JetStream connection, ...)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _refusal: ReadModelMismatch | None = field(default=None, init=False)
     _refused_at: float = field(default=0.0, init=False)
     _verified: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        live = LiveQueries(self.feed, self.wait_for_position)
+        self.subscriptions = OrderSubscriptions(live, self.queries, self.projections)
 
     # -- commands --
 
@@ -152,6 +171,11 @@ class OrdersApp:
         """Commands decided again after a concurrency conflict, since the app started."""
         return self.commands.retries
 
+    @property
+    def snapshots_taken(self) -> int:
+        """Snapshots of order states saved by this process, since the app started."""
+        return self.commands.snapshots_taken
+
     # -- the event log --
 
     async def order_events(
@@ -167,6 +191,13 @@ class OrdersApp:
     async def events(self, after: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log after global position ``after``."""
         return await self.backend.events.read_all(after, limit)
+
+    def subscribe_events(
+        self, after: int | None = None, *, buffer: int | None = None
+    ) -> contextlib.AbstractAsyncContextManager[FeedSubscription]:
+        """The global event log after ``after`` (``None``: from now on), then live; see
+        :meth:`cqrskit.feed.EventFeed.subscribe`."""
+        return self.feed.subscribe(after, buffer=buffer)
 
     def read_current(self, recorded: RecordedEvent) -> RecordedEvent | None:
         """A stored event as this release reads it (upcast from an earlier shape or name),
@@ -282,6 +313,12 @@ class OrdersApp:
         timeout = self.settings.consistency_timeout if timeout is None else timeout
         return await self.supervisor.wait_for_position(position, timeout)
 
+    async def projection_applied_at(self, position: int) -> dict[str, float | None]:
+        """When each projection applied the event at ``position`` (wall-clock seconds, None if
+        not within the consistency timeout or not seen by this process); see
+        :meth:`cqrskit.supervision.Supervisor.applied_at`."""
+        return await self.supervisor.applied_at(position, self.settings.consistency_timeout)
+
     async def read_your_writes(self, position: int) -> None:
         """Wait until the read model includes the write at ``position`` (a consistency token);
         raise :class:`ConsistencyTimeout` after the configured consistency timeout, and
@@ -301,8 +338,10 @@ class OrdersApp:
         await self.supervisor.stop()
 
     async def close(self) -> None:
-        """Stop background projections and close the backend (and what else it opened)."""
+        """Stop background projections and the event feed, and close the backend (and what
+        else it opened)."""
         await self.stop_projections()
+        await self.feed.close()
         await self.backend.close()
         for close in reversed(self.closers):
             await close()
@@ -329,8 +368,13 @@ async def assemble_app(
     store, ``projections`` read from ``source_of(projection)`` (default: the event store) into
     its read store. ``closers`` run when the app closes (see :mod:`orders.scaleout`)."""
     codec = EventCodec(EVENT_TYPES, upcasters=UPCASTERS)
-    commands = CommandHandler(backend.events, codec, clock=clock)
+    commands = CommandHandler(backend.events, codec, clock=clock, snapshots=backend.snapshots)
     register_commands(commands)
+    if settings.snapshot_every > 0 and backend.snapshots is not None:
+        policy = SnapshotPolicy(
+            OrderState, every=settings.snapshot_every, state_version=STATE_VERSION
+        )
+        commands.enable_snapshots(order_decider, policy)
     runners = tuple(
         ProjectionRunner(
             projection,
@@ -343,8 +387,9 @@ async def assemble_app(
         for projection in projections
     )
     supervisor = Supervisor(backend.events, backend.read, runners, remedy=REBUILD)
+    feed = EventFeed(backend.events)
     app = OrdersApp(
-        settings, backend, codec, commands, OrderQueries(backend.read), runners, supervisor
+        settings, backend, codec, commands, OrderQueries(backend.read), runners, supervisor, feed
     )
     app.closers.extend(closers)
     await app.setup_read_model()

@@ -39,7 +39,7 @@ from cqrskit.tracing import configure_tracing
 from cqrskit.urls import normalise_url, redact, scheme_of
 from orders import render
 from orders.app import OrdersApp, Settings
-from orders.demo import DemoNeedsEmptyStore, play_demo
+from orders.demo import DEMO_COMMANDS, DemoNeedsEmptyStore, play_demo
 from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
 from orders.logs import configure_logging
@@ -303,22 +303,21 @@ def list_orders(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a customer's orders (--customer) or the orders in a status (--status)."""
-    if (customer is None) == (status is None):
-        _fail("give exactly one of --customer or --status", EXIT_INVALID)
+    """List the orders, oldest first: all of them, or a customer's (--customer) and/or those
+    in a status (--status)."""
     if status is not None and status not in ("draft", "submitted"):
         _fail(f"status must be draft or submitted, got {status!r}", EXIT_INVALID)
 
     async def work(orders_app: OrdersApp) -> None:
         await orders_app.catch_up()
-        queries = orders_app.queries
+        page = await orders_app.queries.list_orders(
+            status=status, customer_id=customer, limit=limit, cursor=cursor
+        )
+        title = "Orders"
         if customer is not None:
-            page = await queries.orders_by_customer(customer, limit=limit, cursor=cursor)
-            title = f"Orders for {customer}"
-        else:
-            assert status is not None
-            page = await queries.orders_by_status(status, limit=limit, cursor=cursor)
-            title = f"Orders in status {status}"
+            title += f" for {customer}"
+        if status is not None:
+            title += f" in status {status}"
         if as_json:
             _print_json(page)
             return
@@ -566,6 +565,10 @@ def serve(
             "--no-projections", help="Only serve; run the projections with `orders project`."
         ),
     ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="Start with the seed's demo orders if the store is empty."),
+    ] = False,
     nats: NatsOption = None,
     stream: StreamOption = None,
     read_db: Annotated[
@@ -584,20 +587,22 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the HTTP service (docs at /docs) until SIGINT/SIGTERM; projections run beside it."""
+    """Run the HTTP service (dashboard at /, API docs at /docs) until SIGINT/SIGTERM; the
+    projections run beside it."""
     from orders.http import server  # the web stack is loaded only to serve
 
     configure_logging()
     settings = Settings.from_env(
         db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name
     )
-    run_with_app(
-        db,
-        lambda orders_app: server.serve(
-            orders_app, host=host, port=port, run_projections=not no_projections
-        ),
-        settings=settings,
-    )
+
+    async def work(orders_app: OrdersApp) -> None:
+        if demo and await orders_app.head_position() == 0:
+            for command in DEMO_COMMANDS:
+                await orders_app.send(command)
+        await server.serve(orders_app, host=host, port=port, run_projections=not no_projections)
+
+    run_with_app(db, work, settings=settings)
 
 
 @app.command()

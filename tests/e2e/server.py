@@ -13,6 +13,7 @@ import uvicorn
 
 from orders.app import Settings, build_app
 from orders.http.server import build_server
+from orders.http.sse import StreamSettings
 
 
 def free_port() -> int:
@@ -31,6 +32,7 @@ class ServerThread:
 
     settings: Settings
     run_projections: bool = True
+    stream_settings: StreamSettings | None = None
     port: int = field(default_factory=free_port)
     error: BaseException | None = None
     _server: uvicorn.Server | None = None
@@ -89,6 +91,7 @@ class ServerThread:
                 port=self.port,
                 projections_in_process=self.run_projections,
                 graceful_timeout=10,
+                stream_settings=self.stream_settings,
             )
             await self._server.serve()
         finally:

@@ -110,4 +110,3 @@ class ThrowawayPostgres:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-

@@ -21,6 +21,7 @@ from cqrskit.postgres._schema import (
     migrate,
     store_exists,
 )
+from cqrskit.postgres._snapshots import PostgresSnapshotStore
 from cqrskit.store import Backend
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_EVENTS_PER_TRANSACTION",
     "PostgresEventStore",
     "PostgresReadStore",
+    "PostgresSnapshotStore",
     "advance_transaction_ids",
     "delete_backend",
     "migrate",
@@ -38,7 +40,7 @@ __all__ = [
 
 
 async def open_backend(url: str) -> Backend:
-    """Migrate the database at ``url`` if needed and open its event store and read store.
+    """Migrate the database at ``url`` if needed and open its event, read and snapshot stores.
 
     Raises :class:`~cqrskit.StoreUnavailable` (with the host and database, never the password)
     when the server cannot be reached, refuses the login or lacks privileges.
@@ -50,7 +52,13 @@ async def open_backend(url: str) -> Backend:
     except BaseException:
         await events.close()
         raise
-    return Backend(url, events, read)
+    try:
+        snapshots = await PostgresSnapshotStore.open(url)
+    except BaseException:
+        await read.close()
+        await events.close()
+        raise
+    return Backend(url, events, read, snapshots)
 
 
 async def open_read_store(url: str) -> PostgresReadStore:

@@ -56,6 +56,22 @@ EVENTS = Schema(
         ),
         Migration(
             2,
+            "snapshots of long streams' states",
+            (
+                """CREATE TABLE IF NOT EXISTS snapshots (
+        stream_id TEXT NOT NULL,
+        kind TEXT NOT NULL,                 -- which state (the decider's state type)
+        state_version INTEGER NOT NULL,     -- the state's schema version ...
+        state_shape TEXT NOT NULL,          -- ... and a hash of its fields
+        stream_version INTEGER NOT NULL,    -- the state after this many events
+        state BLOB NOT NULL,
+        taken_at INTEGER NOT NULL,          -- microseconds since the Unix epoch (UTC)
+        PRIMARY KEY (stream_id, kind, state_version)
+    )""",
+            ),
+        ),
+        Migration(
+            3,
             "the store's identity",
             (
                 "CREATE TABLE IF NOT EXISTS cqrskit_identity (store_id TEXT NOT NULL)",
