@@ -15,11 +15,16 @@ from orders.app import Settings, build_app
 from orders.http.server import build_server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def listening_socket() -> socket.socket:
+    """A TCP socket on a port the system chose, already listening, for the server to use.
+
+    Binding it here and handing it over (rather than asking for a free port and letting the
+    server bind it later) leaves no moment in which another process can take the port.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 @dataclass
@@ -31,10 +36,15 @@ class ServerThread:
 
     settings: Settings
     run_projections: bool = True
-    port: int = field(default_factory=free_port)
+    sock: socket.socket = field(default_factory=listening_socket)
     error: BaseException | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
 
     @property
     def url(self) -> str:
@@ -90,6 +100,6 @@ class ServerThread:
                 projections_in_process=self.run_projections,
                 graceful_timeout=10,
             )
-            await self._server.serve()
+            await self._server.serve(sockets=[self.sock])
         finally:
             await orders_app.close()
