@@ -229,7 +229,11 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
             )
             processes[0].popen.send_signal(signal.SIGTERM)
             until_sync(lambda: _refused(port), what="the server refusing new connections")
-            assert processes[0].popen.poll() is None  # still running: requests are in flight
+            until_sync(
+                lambda: "Waiting for connections to close" in processes[0].log.read_text(),
+                what="the server waiting for the requests in flight",
+            )
+            assert processes[0].popen.poll() is None
             for order_id, sock in held.items():
                 sock.sendall(body(order_id)[10:])
             for order_id, sock in held.items():
