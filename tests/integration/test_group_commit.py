@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import struct
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from cqrskit.postgres import PostgresEventStore, migrate
 from cqrskit.postgres._common import POSITION_BITS
 from cqrskit.sqlite import SqliteEventStore
 from tests.support.postgres import fresh_url
+from tests.support.sqlite import queued, writer_is_committing
 from tests.support.waiting import until
 
 APPENDS = 40
@@ -59,13 +59,6 @@ def wal_commits(database: Path) -> int:
     return commits
 
 
-def _writer_is_committing(store: SqliteEventStore) -> bool:
-    """Whether the store's writer thread has taken its group and is in the transaction."""
-    thread = store._appends._thread
-    frame = sys._current_frames().get(thread.ident or -1)
-    return frame is not None and frame.f_code.co_name == "_write_group"
-
-
 async def test_sqlite_commits_appends_queued_together_in_one_transaction(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     store = await SqliteEventStore.open(path)
@@ -76,11 +69,11 @@ async def test_sqlite_commits_appends_queued_together_in_one_transaction(tmp_pat
         # Given the writer busy with one append (another connection holds the write lock)
         blocker.execute("BEGIN IMMEDIATE")
         plug = asyncio.create_task(store.append("plug", [_event()], 0))
-        await until(lambda: _writer_is_committing(store), what="the writer taking the plug")
+        await until(lambda: writer_is_committing(store), what="the writer taking the plug")
         # When many appends arrive meanwhile
-        queued = [store.append(f"s-{n}", [_event(), _event()], 0) for n in range(APPENDS)]
-        appending = asyncio.gather(plug, *queued)
-        await until(lambda: store._appends._queue.qsize() == APPENDS, what="appends queued")
+        others = [store.append(f"s-{n}", [_event(), _event()], 0) for n in range(APPENDS)]
+        appending = asyncio.gather(plug, *others)
+        await until(lambda: queued(store) == APPENDS, what="appends queued")
         blocker.execute("COMMIT")
         results = await appending
         # Then they are committed in one transaction after the plug's: two commits in all

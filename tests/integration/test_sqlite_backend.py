@@ -12,11 +12,13 @@ import pytest
 
 from cqrskit.backends import open_backend
 from cqrskit.errors import ConcurrencyError, ConfigurationError, CqrsKitError, StoreUnavailable
-from cqrskit.messages import NewEvent
+from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
 from cqrskit.sqlite._common import parse_url
 from cqrskit.sqlite._writer import GroupCommit
 from cqrskit.store import NO_STREAM
+from tests.support.sqlite import queued, writer_is_committing
+from tests.support.waiting import until
 
 
 def event(n: int = 0, event_id: UUID | None = None) -> NewEvent:
@@ -86,6 +88,9 @@ async def test_a_failing_append_in_a_group_leaves_the_others_committed(tmp_path:
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the appends below queue up
     try:
+        # the writer is parked on a first append, so the four below meet in the next group
+        plug = asyncio.ensure_future(store.append("plug", [event(0)], NO_STREAM))
+        await until(lambda: writer_is_committing(store), what="the writer taking the plug")
         appends = asyncio.gather(
             store.append("first", [event(1)], NO_STREAM),
             store.append("first", [event(2)], NO_STREAM),  # loses to the one above
@@ -93,19 +98,20 @@ async def test_a_failing_append_in_a_group_leaves_the_others_committed(tmp_path:
             store.append("last", [event(6), event(7)], NO_STREAM),
             return_exceptions=True,
         )
-        await asyncio.sleep(0.1)
+        await until(lambda: queued(store) == 4, what="four appends queued")
     finally:
         blocker.execute("COMMIT")
         blocker.close()
     first, second, bad, last = await appends
+    assert (await plug).position == 2
     assert not isinstance(first, BaseException)
     assert not isinstance(last, BaseException)
     assert isinstance(second, ConcurrencyError)
     assert isinstance(bad, CqrsKitError)
     assert "bad" in str(bad)
     assert await store.read_stream("bad") == []
-    assert [e.position for e in await store.read_all(0)] == [1, 2, 3, 4]
-    assert (first.position, last.position) == (2, 4)
+    assert [e.position for e in await store.read_all(0)] == [1, 2, 3, 4, 5]
+    assert (first.position, last.position) == (3, 5)
     await store.close()
 
 
@@ -113,6 +119,16 @@ async def test_appends_from_another_process_reach_a_waiting_subscriber(tmp_path:
     path = tmp_path / "events.db"
     subscriber, other = await SqliteEventStore.open(path), await SqliteEventStore.open(path)
     received: list[str] = []
+    empty_reads = 0
+    read_all = subscriber.read_all
+
+    async def counting_read_all(after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        nonlocal empty_reads
+        found = await read_all(after, limit)
+        empty_reads += not found
+        return found
+
+    subscriber.read_all = counting_read_all  # type: ignore[method-assign]
 
     async def consume() -> None:
         async for batch in subscriber.subscribe_all(0, 100):
@@ -122,7 +138,8 @@ async def test_appends_from_another_process_reach_a_waiting_subscriber(tmp_path:
 
     try:
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.1)  # the subscriber is idle, polling the file
+        # the subscriber is idle: it has read, found nothing, and now polls the file
+        await until(lambda: empty_reads >= 1, what="the subscriber catching up")
         await other.append("a", [event()], NO_STREAM)
         await other.append("b", [event()], NO_STREAM)
         async with asyncio.timeout(10):

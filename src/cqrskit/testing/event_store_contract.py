@@ -401,12 +401,19 @@ async def test_concurrent_appends_to_many_streams_all_land(backend: Backend) -> 
 
 async def test_head_position_is_the_last_position_read_all_can_return(backend: Backend) -> None:
     store, stream = backend.events, _stream()
-    result = await store.append(stream, _events(3), NO_STREAM)
+    events = _events(3)
+    result = await store.append(stream, events, NO_STREAM)
     head = await store.head_position()
     assert head >= result.position
-    assert (await store.read_stream(stream))[-1].position <= head
-    if head == result.position:  # nobody else appended meanwhile (the database may be shared)
-        assert [r for r in await store.read_all(head, 10) if r.stream_id == stream] == []
+    assert (await store.read_stream(stream))[-1].position == result.position
+    # The event at the head is readable, and so is the append's last event at its position
+    # (exact whatever others append meanwhile: the database may be shared).
+    [at_head] = await store.read_all(head - 1, 1)
+    assert at_head.position == head
+    [last] = await store.read_all(result.position - 1, 1)
+    assert (last.position, last.event_id) == (result.position, events[-1].event_id)
+    assert all(r.position > head for r in await store.read_all(head, 10))
+    assert [r for r in await store.read_all(head, 10) if r.stream_id == stream] == []
 
 
 # --- subscriptions -----------------------------------------------------------------------------
@@ -438,6 +445,12 @@ async def _subscribed(
             await task
 
 
+async def _let_run() -> None:
+    """Let every other task run until it waits for something (no time passes)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
 async def test_subscribe_all_catches_up_then_follows_live_appends(backend: Backend) -> None:
     store, stream = backend.events, _stream()
     start = await store.head_position()
@@ -446,7 +459,7 @@ async def test_subscribe_all_catches_up_then_follows_live_appends(backend: Backe
     async with _subscribed(store, start, stream, batch_size=2) as received:
         assert [(await _next(received)).event_id for _ in history] == _ids(history)
         live = _events(3)
-        await asyncio.sleep(0.05)  # the subscription is now waiting for new events
+        await _let_run()  # the subscription goes back to waiting for new events
         await store.append(stream, live[:1], 5)
         assert (await _next(received)).event_id == live[0].event_id
         await store.append(stream, live[1:], 6)
