@@ -21,7 +21,7 @@ $(VENV)/.service: pyproject.toml $(VENV)/.created
 
 # Everything the tests and benchmarks need (PostgreSQL driver, test tools, eventsourcing).
 $(VENV)/.installed: pyproject.toml $(VENV)/.service
-	@echo "==> installing the PostgreSQL driver and the test tools (pytest, mypy, ruff, ...)"
+	@echo "==> installing the PostgreSQL and NATS drivers, OpenTelemetry and the test tools (pytest, mypy, ruff, ...)"
 	$(PIP) -e '.[service,postgres,dev,bench]'
 	@touch $@
 

@@ -11,7 +11,7 @@ from benchmarks.databases import Database
 from benchmarks.measure import check, rate
 from cqrskit import CommandHandler
 from orders.app import OrdersApp, Settings, build_app
-from orders.domain import ItemAdded, OrderCreated, OrderSubmitted, order_decider, stream_id
+from orders.domain import ItemsAdded, OrderCreated, OrderSubmitted, order_decider, stream_id
 
 SIDE = "cqrskit"
 PAGE = 20  # rows per page of the list queries, on both sides
@@ -81,7 +81,7 @@ async def commands(
         await app.close()
 
 
-def batch_events(b: int) -> list[OrderCreated | ItemAdded | OrderSubmitted]:
+def batch_events(b: int) -> list[OrderCreated | ItemsAdded | OrderSubmitted]:
     """An order's 100 events: created, 98 items added, submitted (as on the other side)."""
     oid = w.order_id(b, "b")
     created = OrderCreated(
@@ -89,7 +89,7 @@ def batch_events(b: int) -> list[OrderCreated | ItemAdded | OrderSubmitted]:
         customer_id=w.customer_id(b, 1),
         items=tuple(w.line(x) for x in w.created_items(b)),
     )
-    added = [ItemAdded(order_id=oid, item=w.line(w.batch_item(j))) for j in range(98)]
+    added = [ItemsAdded(order_id=oid, items=(w.line(w.batch_item(j)),)) for j in range(98)]
     return [created, *added, OrderSubmitted(order_id=oid)]
 
 
@@ -128,7 +128,7 @@ async def prefill_app(app: OrdersApp, orders: int, concurrency: int = 256) -> No
         oid = w.order_id(i)
         events = [
             OrderCreated(order_id=oid, customer_id=w.customer_id(i, orders), items=items),
-            ItemAdded(order_id=oid, item=w.line(w.added_item(i))),
+            ItemsAdded(order_id=oid, items=(w.line(w.added_item(i)),)),
             OrderSubmitted(order_id=oid),
         ]
         await store.append(stream_id(oid), [codec.new_event(e) for e in events], 0)

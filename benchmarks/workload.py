@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from orders.domain import AddItem, CreateOrder, LineItem, OrderCommand, SubmitOrder
+from orders.domain import AddItems, CreateOrder, LineItem, OrderCommand, SubmitOrder
 from orders.money import to_cents
 
 ORDERS_PER_CUSTOMER = 10
@@ -73,7 +73,7 @@ def commands_for(i: int, prefix: str = "o", orders: int = 1) -> list[OrderComman
             customer_id=customer_id(i, orders),
             items=tuple(line(item) for item in created_items(i)),
         ),
-        AddItem(order_id=oid, item=line(added_item(i))),
+        AddItems(order_id=oid, items=(line(added_item(i)),)),
         SubmitOrder(order_id=oid),
     ]
 

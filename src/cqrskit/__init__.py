@@ -21,6 +21,7 @@ from cqrskit.errors import (
     InvalidCommand,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
     UnknownCommand,
     UnknownEventType,
 )
@@ -32,10 +33,12 @@ from cqrskit.store import (
     NO_STREAM,
     AppendResult,
     Backend,
+    EventSource,
     EventStore,
     IdempotencyRecord,
     IdempotentResult,
 )
+from cqrskit.upcasting import Upcaster
 
 __all__ = [
     "ANY_VERSION",
@@ -56,6 +59,7 @@ __all__ = [
     "DuplicateIdempotencyKey",
     "Event",
     "EventCodec",
+    "EventSource",
     "EventStore",
     "IdempotencyKeyReused",
     "IdempotencyRecord",
@@ -73,8 +77,10 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "Table",
+    "UndecodableEvent",
     "UnknownCommand",
     "UnknownEventType",
+    "Upcaster",
     "ViewTransaction",
     "open_backend",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from cqrskit import tracing
 from cqrskit.codec import EventCodec
 from cqrskit.decider import Decider
 from cqrskit.errors import (
@@ -119,7 +120,7 @@ class CommandHandler:
             idempotency = IdempotencyRecord(key=idempotency_key, fingerprint=fingerprint(command))
             earlier = await self._store.find_idempotent_result(idempotency_key)
             if earlier is not None:
-                return _replay(earlier, idempotency)
+                return _replay(earlier, idempotency, command)
         stream_id = route.stream_id(command)
         try:
             return await self._decide_and_append(route, command, stream_id, metadata, idempotency)
@@ -127,7 +128,7 @@ class CommandHandler:
             assert idempotency is not None
             earlier = await self._store.find_idempotent_result(idempotency.key)
             assert earlier is not None, "a duplicate key must be readable once committed"
-            return _replay(earlier, idempotency)
+            return _replay(earlier, idempotency, command)
         except (DomainError, ConcurrencyError):
             # A concurrent request with the same key may have committed after our first
             # look-up: our append then conflicts, or the refreshed state refuses the command
@@ -135,7 +136,7 @@ class CommandHandler:
             if idempotency is not None:
                 earlier = await self._store.find_idempotent_result(idempotency.key)
                 if earlier is not None:
-                    return _replay(earlier, idempotency)
+                    return _replay(earlier, idempotency, command)
             raise
 
     async def _decide_and_append(
@@ -160,13 +161,17 @@ class CommandHandler:
                 position = await self._store.head_position()
                 return CommandResult(stream_id, version, position, ())
             now = self._clock()
-            new_events = [
-                self._codec.new_event(event, recorded_at=now, metadata=metadata) for event in events
-            ]
             try:
-                result = await self._store.append(
-                    stream_id, new_events, version, idempotency=idempotency
-                )
+                with tracing.span("append", attributes={"cqrskit.stream_id": stream_id}):
+                    # the events carry the append's trace context to the relay and projections
+                    traced = tracing.with_trace_context(metadata)
+                    new_events = [
+                        self._codec.new_event(event, recorded_at=now, metadata=traced)
+                        for event in events
+                    ]
+                    result = await self._store.append(
+                        stream_id, new_events, version, idempotency=idempotency
+                    )
             except ConcurrencyError:
                 if attempt == self._max_retries:
                     self._cache.pop(stream_id, None)
@@ -208,11 +213,19 @@ class CommandHandler:
 
 def fingerprint(command: Command) -> str:
     """A stable hash of a command's type and fields, to recognise a repeated request."""
-    payload = _fingerprint_encoder.encode([type(command).command_type, command])
+    return _hash(type(command).command_type, command)
+
+
+def _hash(command_type: str, fields: msgspec.Struct) -> str:
+    payload = _fingerprint_encoder.encode([command_type, fields])
     return hashlib.sha256(payload).hexdigest()
 
 
-def _replay(earlier: IdempotentResult, request: IdempotencyRecord) -> CommandResult:
-    if earlier.fingerprint != request.fingerprint:
+def _replay(
+    earlier: IdempotentResult, request: IdempotencyRecord, command: Command
+) -> CommandResult:
+    if earlier.fingerprint != request.fingerprint and earlier.fingerprint not in {
+        _hash(command_type, fields) for command_type, fields in command.earlier_forms()
+    }:
         raise IdempotencyKeyReused(request.key)
     return CommandResult(earlier.stream_id, earlier.version, earlier.position, (), replayed=True)

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidCommand",
     "StoreUnavailable",
     "StreamNotFound",
+    "UndecodableEvent",
     "UnknownCommand",
     "UnknownEventType",
 ]
@@ -57,6 +58,25 @@ class UnknownEventType(CqrsKitError):
     def __init__(self, event_type: str) -> None:
         super().__init__(f"event type {event_type!r} is not registered")
         self.event_type = event_type
+
+
+class UndecodableEvent(CqrsKitError):
+    """A stored event cannot be read as any current event: no upcaster reaches its shape (or
+    it was written by a newer release), an upcaster failed, or its payload does not fit its
+    class. ``reason`` says which."""
+
+    def __init__(
+        self, event_type: str, schema_version: int, stream_id: str, stream_version: int, reason: str
+    ) -> None:
+        super().__init__(
+            f"event {event_type} v{schema_version} (stream {stream_id!r} version "
+            f"{stream_version}) cannot be read: {reason}"
+        )
+        self.event_type = event_type
+        self.schema_version = schema_version
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        self.reason = reason
 
 
 class DomainError(CqrsKitError):

@@ -6,6 +6,7 @@ name unless ``event_type`` is set), never under a Python module path, so classes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -30,6 +31,17 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
         super().__init_subclass__(**kwargs)
         if "command_type" not in cls.__dict__:
             cls.command_type = cls.__name__
+
+    def earlier_forms(self) -> Sequence[tuple[str, msgspec.Struct]]:
+        """This same request as earlier releases expressed it: (command type name, fields as
+        a struct shaped like the old command class) pairs; none by default.
+
+        An idempotency key is stored with a fingerprint of the command it was first used
+        with (:func:`cqrskit.commands.fingerprint`). When a command changes shape, a key
+        stored by the previous release must still match its retry: override this to return
+        the old form(s) of the request, and a stored fingerprint of any of them replays.
+        """
+        return ()
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from cqrskit import tracing
 from cqrskit.codec import EventCodec
 from cqrskit.errors import CheckpointMoved, ConfigurationError
 from cqrskit.messages import Event, RecordedEvent
 from cqrskit.readmodel import ReadStore, Table, ViewTransaction
-from cqrskit.store import EventStore
+from cqrskit.store import EventSource
 
 __all__ = [
     "Handler",
@@ -58,13 +59,19 @@ class Projection:
     def apply(
         self, codec: EventCodec, events: Sequence[RecordedEvent], view: ViewTransaction
     ) -> int:
-        """Apply the handled events of ``events`` to ``view``; return how many were handled."""
+        """Apply the handled events of ``events`` to ``view``; return how many were handled.
+
+        Events stored in an earlier shape are upcast first (see :class:`EventCodec`).
+        """
         handlers = self._handlers
         handled = 0
         for recorded in events:
-            handler = handlers.get(recorded.event_type)
+            handler = handlers.get(codec.read_as(recorded.event_type, recorded.schema_version))
             if handler is not None:
-                handler(codec.decode(recorded), recorded, view)
+                # Handlers see the event and its envelope in the current shape, however old
+                # the stored one: they are written against today's classes only.
+                current = codec.upcast(recorded)
+                handler(codec.decode(current), current, view)
                 handled += 1
         return handled
 
@@ -91,7 +98,8 @@ class ProjectionStatus:
 
 
 class ProjectionRunner:
-    """Feeds one projection from the event store, in global order, batch by batch.
+    """Feeds one projection from an event source (the event store, or a log fed from it such
+    as ``cqrskit.nats.JetStreamSource``), in global order, batch by batch.
 
     Each batch's read-model writes and the new checkpoint are committed in one transaction, so
     after a crash no event is applied twice or skipped. Several runners of the same projection
@@ -102,7 +110,7 @@ class ProjectionRunner:
     def __init__(
         self,
         projection: Projection,
-        events: EventStore,
+        events: EventSource,
         read_store: ReadStore,
         codec: EventCodec,
         *,
@@ -190,7 +198,16 @@ class ProjectionRunner:
             counted = projection.apply(codec, batch, view)
 
         last = batch[-1]
+        started = time.time_ns() if tracing.enabled() else 0
         await self._read_store.apply(projection.name, self.status.position, last.position, write)
+        if started:
+            traced = [tracing.trace_context_of(event.meta) for event in batch]
+            tracing.record_spans(
+                f"project {projection.name}",
+                [context for context in traced if context],
+                started,
+                attributes={"cqrskit.projection": projection.name},
+            )
         self.status.position = last.position
         self.status.events_applied += counted
         async with self._progress:

@@ -16,6 +16,7 @@ __all__ = [
     "NO_STREAM",
     "AppendResult",
     "Backend",
+    "EventSource",
     "EventStore",
     "IdempotencyRecord",
     "IdempotentResult",
@@ -55,6 +56,28 @@ class IdempotentResult(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str
     version: int
     position: int
+
+
+class EventSource(Protocol):
+    """Where a :class:`~cqrskit.ProjectionRunner` reads events from, in global order.
+
+    Every :class:`EventStore` is one; so is a log fed from it (``cqrskit.nats.JetStreamSource``
+    reads JetStream). Positions are the event store's.
+    """
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events with a position greater than ``after``, in order."""
+        ...
+
+    def subscribe_all(
+        self, after: int = 0, batch_size: int = 1000
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Batches of events after ``after``: the history, then new events; never ends."""
+        ...
+
+    async def head_position(self) -> int:
+        """The position of the last event :meth:`read_all` can return now (0 if none)."""
+        ...
 
 
 class EventStore(Protocol):

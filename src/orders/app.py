@@ -24,11 +24,14 @@ from cqrskit import (
     Metadata,
     ProjectionRunner,
     RecordedEvent,
+    UndecodableEvent,
+    UnknownEventType,
 )
 from cqrskit.backends import open_backend
 from orders.domain import (
     EVENT_TYPES,
-    AddItem,
+    UPCASTERS,
+    AddItems,
     CreateOrder,
     SubmitOrder,
     order_decider,
@@ -138,6 +141,21 @@ class OrdersApp:
     async def events(self, after: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to ``limit`` events of the whole log after global position ``after``."""
         return await self.backend.events.read_all(after, limit)
+
+    def read_current(self, recorded: RecordedEvent) -> RecordedEvent | None:
+        """A stored event as this release reads it (upcast from an earlier shape or name),
+        or None when this release cannot read it (an unknown type, no upcaster for its shape,
+        an upcaster that fails, a payload that does not fit its class).
+
+        The event log shows events as stored, facts never rewritten, and beside each its
+        current form, the one commands and projections see.
+        """
+        try:
+            current = self.codec.upcast(recorded)
+            self.codec.decode(current)
+        except (UndecodableEvent, UnknownEventType):
+            return None
+        return current
 
     async def head_position(self) -> int:
         """The global position of the newest event (0 when the log is empty)."""
@@ -288,7 +306,7 @@ async def build_app(
 ) -> OrdersApp:
     """Open the backend named by ``settings.db_url`` and wire the Orders application on it."""
     backend = await open_backend(settings.db_url)
-    codec = EventCodec(EVENT_TYPES)
+    codec = EventCodec(EVENT_TYPES, upcasters=UPCASTERS)
     commands = CommandHandler(backend.events, codec, clock=clock)
     register_commands(commands)
     runners = tuple(
@@ -309,9 +327,9 @@ async def build_app(
 def register_commands(handler: CommandHandler) -> None:
     """Route the Orders commands to the order decider, each on its order's stream."""
 
-    def order_stream(command: CreateOrder | AddItem | SubmitOrder) -> str:
+    def order_stream(command: CreateOrder | AddItems | SubmitOrder) -> str:
         return stream_id(command.order_id)
 
     handler.register(CreateOrder, order_decider, stream_id=order_stream, creates_stream=True)
-    handler.register(AddItem, order_decider, stream_id=order_stream)
+    handler.register(AddItems, order_decider, stream_id=order_stream)
     handler.register(SubmitOrder, order_decider, stream_id=order_stream)

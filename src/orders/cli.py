@@ -26,6 +26,7 @@ from cqrskit import (
     ConfigurationError,
     DomainError,
     InvalidCommand,
+    RecordedEvent,
     StoreUnavailable,
     StreamNotFound,
 )
@@ -33,7 +34,7 @@ from cqrskit.urls import redact
 from orders import render
 from orders.app import OrdersApp, Settings, build_app
 from orders.demo import DemoNeedsEmptyStore, play_demo
-from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
 from orders.logs import configure_logging
 
@@ -165,19 +166,33 @@ def create_order(
 @app.command("add-item")
 def add_item(
     order_id: str,
-    name: Annotated[str, typer.Option("--name", help="Item name.")],
-    price: Annotated[str, typer.Option("--price", help="Unit price, e.g. 79.00.")],
-    quantity: Annotated[int, typer.Option("--quantity", "-q", help="Quantity.")] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="Item name (one item).")] = None,
+    price: Annotated[
+        str | None, typer.Option("--price", help="Unit price, e.g. 79.00 (with --name).")
+    ] = None,
+    quantity: Annotated[int, typer.Option("--quantity", "-q", help="Quantity (with --name).")] = 1,
+    item: Annotated[
+        list[str] | None,
+        typer.Option("--item", "-i", help="NAME:PRICE:QUANTITY, repeatable: several items."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add an item to a draft order."""
-    try:
-        unit_price = Decimal(price)
-    except InvalidOperation:
-        _fail(f"price {price!r} is not a decimal number", EXIT_INVALID)
-    line = LineItem(name=name, price=unit_price, quantity=quantity)
-    _send(db, lambda: AddItem(order_id=order_id, item=line), as_json)
+    """Add items to a draft order: one with --name/--price/--quantity, or several with --item."""
+    one_item = name is not None or price is not None
+    if one_item == bool(item):
+        _fail("give either --name and --price (one item) or --item (repeatable)", EXIT_INVALID)
+    if one_item:
+        if name is None or price is None:
+            _fail("--name and --price go together", EXIT_INVALID)
+        try:
+            unit_price = Decimal(price)
+        except InvalidOperation:
+            _fail(f"price {price!r} is not a decimal number", EXIT_INVALID)
+        lines: tuple[LineItem, ...] = (LineItem(name=name, price=unit_price, quantity=quantity),)
+    else:
+        lines = tuple(parse_item(spec) for spec in item or ())
+    _send(db, lambda: AddItems(order_id=order_id, items=lines), as_json)
 
 
 @app.command()
@@ -291,16 +306,28 @@ def events(
                         "version": event.stream_version,
                         "position": event.position,
                         "type": event.event_type,
+                        "schema_version": event.schema_version,
                         "recorded_at": event.recorded_at,
                         "data": msgspec.json.decode(event.data),
+                        "current": _current_form(orders_app.read_current(event)),
                     }
                     for event in found
                 ]
             )
             return
-        render.console().print(render.events_table(title, found))
+        render.console().print(render.events_table(title, found, orders_app.read_current))
 
     run_with_app(db, work)
+
+
+def _current_form(current: RecordedEvent | None) -> dict[str, Any] | None:
+    if current is None:
+        return None
+    return {
+        "type": current.event_type,
+        "schema_version": current.schema_version,
+        "data": msgspec.json.decode(current.data),
+    }
 
 
 @app.command()

@@ -10,7 +10,7 @@ from rich.rule import Rule
 from cqrskit import Command
 from orders import render
 from orders.app import OrdersApp
-from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 
 __all__ = [
     "CUSTOMER",
@@ -32,7 +32,7 @@ DEMO_COMMANDS: tuple[Command, ...] = (
         customer_id=CUSTOMER,
         items=(_item("Laptop", "999.00", 1), _item("Mouse", "49.00", 2)),
     ),
-    AddItem(order_id="ORD-001", item=_item("Keyboard", "79.00", 1)),
+    AddItems(order_id="ORD-001", items=(_item("Keyboard", "79.00", 1),)),
     SubmitOrder(order_id="ORD-001"),
     CreateOrder(order_id="ORD-002", customer_id=CUSTOMER, items=(_item("Monitor", "399.00", 1),)),
 )
@@ -61,7 +61,7 @@ async def play_demo(app: OrdersApp, out: Console) -> None:
         out.print(f"  stream {result.stream_id} at version {result.version}\n")
 
     out.print(Rule("Event store (global order)", style="cyan"))
-    out.print(render.events_table("All events", await app.events(0, 100)))
+    out.print(render.events_table("All events", await app.events(0, 100), app.read_current))
 
     app.start_projections()
     if not await app.wait_for_position(last_position, timeout=30):
@@ -88,8 +88,8 @@ def _describe(command: Command) -> str:
         case CreateOrder(order_id=order_id, customer_id=customer_id, items=items):
             lines = ", ".join(f"{i.name} {i.price} x {i.quantity}" for i in items)
             return f"{order_id} for {customer_id}: {lines}"
-        case AddItem(order_id=order_id, item=item):
-            return f"{order_id}: {item.name} {item.price} x {item.quantity}"
+        case AddItems(order_id=order_id, items=items):
+            return f"{order_id}: " + ", ".join(f"{i.name} {i.price} x {i.quantity}" for i in items)
         case SubmitOrder(order_id=order_id):
             return order_id
     return ""

@@ -8,19 +8,21 @@ from typing import Literal
 
 import msgspec
 
-from cqrskit import Command, Decider, DomainError, Event, InvalidCommand
+from cqrskit import Command, Decider, DomainError, Event, InvalidCommand, Upcaster
 
 __all__ = [
     "EVENT_TYPES",
     "INITIAL",
+    "MAX_ITEMS",
     "MAX_PRICE",
     "MAX_QUANTITY",
     "MAX_TEXT",
-    "AddItem",
+    "UPCASTERS",
+    "AddItems",
     "CannotModifySubmittedOrder",
     "CannotSubmitEmptyOrder",
     "CreateOrder",
-    "ItemAdded",
+    "ItemsAdded",
     "LineItem",
     "OrderAlreadyExists",
     "OrderAlreadySubmitted",
@@ -42,6 +44,8 @@ __all__ = [
 MAX_PRICE = Decimal("1000000.00")
 MAX_QUANTITY = 1_000_000
 MAX_TEXT = 200
+#: the most items one command may carry
+MAX_ITEMS = 100
 _CENT = Decimal("0.01")
 
 Status = Literal["draft", "submitted"]
@@ -98,6 +102,13 @@ def _check_text(what: str, value: object) -> None:
 # -- commands -----------------------------------------------------------------------------------
 
 
+def _check_items(items: tuple[LineItem, ...]) -> None:
+    if len(items) > MAX_ITEMS:
+        raise InvalidCommand(f"at most {MAX_ITEMS} items at once, got {len(items)}")
+    for item in items:
+        check_item(item)
+
+
 class CreateOrder(Command, frozen=True, kw_only=True):
     order_id: str
     customer_id: str
@@ -106,17 +117,34 @@ class CreateOrder(Command, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         _check_text("order id", self.order_id)
         _check_text("customer id", self.customer_id)
-        for item in self.items:
-            check_item(item)
+        _check_items(self.items)
 
 
-class AddItem(Command, frozen=True, kw_only=True):
+class _AddItemBefore(msgspec.Struct, frozen=True, kw_only=True):
+    """The single-item ``AddItem`` command of releases up to 648275e (for fingerprints)."""
+
     order_id: str
     item: LineItem
 
+
+class AddItems(Command, frozen=True, kw_only=True):
+    """Add one or more items to a draft order, in one event."""
+
+    order_id: str
+    items: tuple[LineItem, ...]
+
     def __post_init__(self) -> None:
         _check_text("order id", self.order_id)
-        check_item(self.item)
+        if not self.items:
+            raise InvalidCommand("give at least one item to add")
+        _check_items(self.items)
+
+    def earlier_forms(self) -> Sequence[tuple[str, msgspec.Struct]]:
+        # Until 648275e one item was added by `AddItem`: a key its clients sent is retried
+        # as a one-item AddItems and must still replay.
+        if len(self.items) != 1:
+            return ()
+        return (("AddItem", _AddItemBefore(order_id=self.order_id, item=self.items[0])),)
 
 
 class SubmitOrder(Command, frozen=True, kw_only=True):
@@ -126,7 +154,7 @@ class SubmitOrder(Command, frozen=True, kw_only=True):
         _check_text("order id", self.order_id)
 
 
-OrderCommand = CreateOrder | AddItem | SubmitOrder
+OrderCommand = CreateOrder | AddItems | SubmitOrder
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -138,17 +166,31 @@ class OrderCreated(Event, frozen=True, kw_only=True):
     items: tuple[LineItem, ...]
 
 
-class ItemAdded(Event, frozen=True, kw_only=True):
+class ItemsAdded(Event, frozen=True, kw_only=True):
     order_id: str
-    item: LineItem
+    items: tuple[LineItem, ...]
 
 
 class OrderSubmitted(Event, frozen=True, kw_only=True):
     order_id: str
 
 
-OrderEvent = OrderCreated | ItemAdded | OrderSubmitted
-EVENT_TYPES: tuple[type[Event], ...] = (OrderCreated, ItemAdded, OrderSubmitted)
+OrderEvent = OrderCreated | ItemsAdded | OrderSubmitted
+EVENT_TYPES: tuple[type[Event], ...] = (OrderCreated, ItemsAdded, OrderSubmitted)
+
+
+# -- history: events as earlier releases stored them -------------------------------------------
+
+
+def _one_item_to_many(data: dict[str, object]) -> dict[str, object]:
+    return {"order_id": data["order_id"], "items": [data["item"]]}
+
+
+#: Until 648275e an order's items were added one per event, ``ItemAdded {order_id, item}``;
+#: those events read as ``ItemsAdded`` with one item.
+UPCASTERS: tuple[Upcaster, ...] = (
+    Upcaster("ItemAdded", 1, to_type="ItemsAdded", transform=_one_item_to_many),
+)
 
 
 # -- rules --------------------------------------------------------------------------------------
@@ -191,10 +233,10 @@ def decide(command: OrderCommand, state: OrderState) -> Sequence[OrderEvent]:
             if state.status is not None:
                 raise OrderAlreadyExists(order_id)
             return [OrderCreated(order_id=order_id, customer_id=customer_id, items=items)]
-        case AddItem(order_id=order_id, item=item):
+        case AddItems(order_id=order_id, items=items):
             if state.status == "submitted":
                 raise CannotModifySubmittedOrder(order_id)
-            return [ItemAdded(order_id=order_id, item=item)]
+            return [ItemsAdded(order_id=order_id, items=items)]
         case SubmitOrder(order_id=order_id):
             if state.status == "submitted":
                 raise OrderAlreadySubmitted(order_id)
@@ -212,11 +254,11 @@ def evolve(state: OrderState, event: OrderEvent) -> OrderState:
                 item_count=len(items),
                 total=sum((item.amount for item in items), Decimal("0.00")),
             )
-        case ItemAdded(item=item):
+        case ItemsAdded(items=items):
             return OrderState(
                 status=state.status,
-                item_count=state.item_count + 1,
-                total=state.total + item.amount,
+                item_count=state.item_count + len(items),
+                total=sum((item.amount for item in items), state.total),
             )
         case OrderSubmitted():
             return OrderState(status="submitted", item_count=state.item_count, total=state.total)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC
 
 from cqrskit import Column, ColumnType, Projection, RecordedEvent, Row, Table, ViewTransaction
-from orders.domain import ItemAdded, LineItem, OrderCreated, OrderSubmitted
+from orders.domain import ItemsAdded, LineItem, OrderCreated, OrderSubmitted
 from orders.money import format_amount, to_cents
 
 __all__ = [
@@ -100,14 +100,14 @@ def _order_created(event: OrderCreated, recorded: RecordedEvent, view: ViewTrans
     )
 
 
-@orders_projection.on(ItemAdded)
-def _item_added(event: ItemAdded, recorded: RecordedEvent, view: ViewTransaction) -> None:
+@orders_projection.on(ItemsAdded)
+def _items_added(event: ItemsAdded, recorded: RecordedEvent, view: ViewTransaction) -> None:
     order = view.get(ORDERS, event.order_id)
     if order is None:  # the write side guarantees OrderCreated came first
         return
-    order["items"].append(_item_row(event.item))
-    order["total_cents"] += _amount_cents((event.item,))
-    order["item_count"] += 1
+    order["items"].extend(_item_row(item) for item in event.items)
+    order["total_cents"] += _amount_cents(event.items)
+    order["item_count"] += len(event.items)
     view.put(ORDERS, order)
 
 
@@ -145,12 +145,12 @@ def _count_created(event: OrderCreated, recorded: RecordedEvent, view: ViewTrans
     view.put(DASHBOARD, stats)
 
 
-@stats_projection.on(ItemAdded)
-def _count_item(event: ItemAdded, recorded: RecordedEvent, view: ViewTransaction) -> None:
+@stats_projection.on(ItemsAdded)
+def _count_items(event: ItemsAdded, recorded: RecordedEvent, view: ViewTransaction) -> None:
     order = view.get(ORDER_TOTALS, event.order_id)
     if order is None:
         return
-    amount = _amount_cents((event.item,))
+    amount = _amount_cents(event.items)
     order["total_cents"] += amount
     view.put(ORDER_TOTALS, order)
     stats = _dashboard(view)

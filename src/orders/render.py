@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 from rich.console import Console
@@ -28,19 +28,38 @@ def _event_payload(event: Event) -> str:
     return msgspec.json.encode(event).decode()
 
 
-def events_table(title: str, events: Iterable[RecordedEvent]) -> Table:
+def events_table(
+    title: str,
+    events: Iterable[RecordedEvent],
+    read_current: Callable[[RecordedEvent], RecordedEvent | None] | None = None,
+) -> Table:
+    """The events as this release reads them (``read_current``), each marked with the shape
+    it was stored in when that is older, or as unreadable."""
     table = Table(title=title, title_justify="left", expand=True)
     for column in ("pos", "stream", "ver", "type", "at (UTC)"):
         table.add_column(column, no_wrap=True, justify="right" if column == "ver" else "left")
     table.add_column("data", overflow="fold", ratio=1)
     for event in events:
+        current = event if read_current is None else read_current(event)
+        if current is None:
+            kind = f"{event.event_type} v{event.schema_version} [red](unreadable)[/]"
+            current = event
+        elif (current.event_type, current.schema_version) != (
+            event.event_type,
+            event.schema_version,
+        ):
+            kind = (
+                f"{current.event_type} [dim](stored: {event.event_type} v{event.schema_version})[/]"
+            )
+        else:
+            kind = event.event_type
         table.add_row(
             str(event.position),
             event.stream_id,
             str(event.stream_version),
-            event.event_type,
+            kind,
             event.recorded_at.strftime("%H:%M:%S.%f")[:-3],
-            event.data.decode(),
+            current.data.decode(),
         )
     return table
 

@@ -39,9 +39,9 @@ def test_demo_plays_the_seed_scenario_on_a_fresh_sqlite_database(tmp_path: Path)
         assert result.returncode == 0, result.stderr
     out = result.stdout
     assert (tmp_path / ".cqrskit" / "demo.db").exists()
-    for command in ("CreateOrder ORD-001", "AddItem ORD-001", "SubmitOrder ORD-001"):
+    for command in ("CreateOrder ORD-001", "AddItems ORD-001", "SubmitOrder ORD-001"):
         assert command in out
-    for event in ("OrderCreated", "ItemAdded", "OrderSubmitted"):
+    for event in ("OrderCreated", "ItemsAdded", "OrderSubmitted"):
         assert event in out
     assert re.search(r"total\s+1176\.00", out)
     assert re.search(r"status\s+submitted", out)
@@ -98,7 +98,7 @@ def test_commands_queries_and_event_log(tmp_path: Path, db: str) -> None:
     assert stats["daily"][0]["revenue"] == "1176.00"
 
     log = json.loads(run("events", "ORD-9", "--json", cwd=tmp_path, db=db).stdout)
-    assert [e["type"] for e in log] == ["OrderCreated", "ItemAdded", "OrderSubmitted"]
+    assert [e["type"] for e in log] == ["OrderCreated", "ItemsAdded", "OrderSubmitted"]
     assert [e["version"] for e in log] == [1, 2, 3]
 
 

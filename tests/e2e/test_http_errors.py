@@ -363,7 +363,7 @@ def test_a_conflict_that_outlives_the_retries_is_409_with_retry_after(
         assert response.headers["Retry-After"] == "1"
         metrics = client.get("/metrics").text
         assert "cqrskit_command_retries_total 3.0" in metrics
-        assert 'command="AddItem",outcome="concurrency-conflict"' in metrics
+        assert 'command="AddItems",outcome="concurrency-conflict"' in metrics
         store.failure = None
         assert client.post(f"/orders/{order_id}/items", json=PEN).status_code == 200
 

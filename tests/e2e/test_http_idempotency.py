@@ -52,7 +52,7 @@ def test_retried_item_and_submit_commands_are_applied_once(server: ServerThread)
             assert first.json() == second.json()
         # Without the key, a second submit is a rule violation, not a replay.
         assert client.post(f"/orders/{order_id}/submit").status_code == 409
-        assert events_of(client, order_id) == ["OrderCreated", "ItemAdded", "OrderSubmitted"]
+        assert events_of(client, order_id) == ["OrderCreated", "ItemsAdded", "OrderSubmitted"]
         order = client.get(
             f"/orders/{order_id}",
             headers={"Consistency-Token": submitted[0].json()["consistency_token"]},
@@ -116,4 +116,4 @@ async def test_concurrent_retries_with_one_key_create_one_order(server: ServerTh
         assert {r.status_code for r in adds} == {200}, [r.text for r in adds]
         assert len({r.json()["version"] for r in adds}) == 1
         events = (await client.get(f"/orders/{order_id}/events")).json()["events"]
-        assert [e["type"] for e in events] == ["OrderCreated", "ItemAdded"]
+        assert [e["type"] for e in events] == ["OrderCreated", "ItemsAdded"]

@@ -88,14 +88,12 @@ def test_the_seed_scenario_end_to_end(start_server: StartServer) -> None:
         log = get(client, "/orders/ORD-001/events")
         assert [(e["type"], e["version"]) for e in log["events"]] == [
             ("OrderCreated", 1),
-            ("ItemAdded", 2),
+            ("ItemsAdded", 2),
             ("OrderSubmitted", 3),
         ]
-        assert log["events"][1]["data"]["item"] == {
-            "name": "Keyboard",
-            "price": "79.00",
-            "quantity": 1,
-        }
+        assert log["events"][1]["data"]["items"] == [
+            {"name": "Keyboard", "price": "79.00", "quantity": 1}
+        ]
         positions = [int(e["position"]) for e in log["events"]]
         assert positions == sorted(positions)
         assert positions[-1] == int(submitted["consistency_token"])

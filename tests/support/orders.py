@@ -9,7 +9,7 @@ from typing import Any
 from cqrskit import EventCodec, EventStore, ProjectionRunner, ReadStore
 from cqrskit.memory import InMemoryReadStore
 from orders.app import OrdersApp
-from orders.domain import EVENT_TYPES, AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.domain import EVENT_TYPES, AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.projections import PROJECTIONS
 
 
@@ -23,7 +23,7 @@ async def fill_orders(app: OrdersApp, count: int, prefix: str, concurrency: int 
         await app.commands.handle(
             CreateOrder(order_id=order_id, customer_id=f"C-{n % 7}", items=(pen, book))
         )
-        await app.commands.handle(AddItem(order_id=order_id, item=pen))
+        await app.commands.handle(AddItems(order_id=order_id, items=(pen,)))
         if n % 2 == 0:
             await app.commands.handle(SubmitOrder(order_id=order_id))
 

@@ -20,10 +20,10 @@ from cqrskit.store import IdempotentResult
 from orders.app import register_commands
 from orders.domain import (
     EVENT_TYPES,
-    AddItem,
+    AddItems,
     CannotModifySubmittedOrder,
     CreateOrder,
-    ItemAdded,
+    ItemsAdded,
     LineItem,
     SubmitOrder,
     stream_id,
@@ -61,7 +61,7 @@ async def test_a_rule_violation_writes_nothing() -> None:
     await handler.handle(CreateOrder(order_id="A", customer_id="C", items=(MOUSE,)))
     await handler.handle(SubmitOrder(order_id="A"))
     with pytest.raises(CannotModifySubmittedOrder):
-        await handler.handle(AddItem(order_id="A", item=MOUSE))
+        await handler.handle(AddItems(order_id="A", items=(MOUSE,)))
     assert await store.stream_version(stream_id("A")) == 2
 
 
@@ -69,11 +69,11 @@ async def test_a_stale_cached_state_is_refreshed_on_conflict_and_the_rule_rechec
     store = InMemoryEventStore()
     first, second = make_handler(store), make_handler(store)
     await first.handle(CreateOrder(order_id="A", customer_id="C", items=(MOUSE,)))
-    await second.handle(AddItem(order_id="A", item=MOUSE))  # second now caches version 2
+    await second.handle(AddItems(order_id="A", items=(MOUSE,)))  # second now caches version 2
     await first.handle(SubmitOrder(order_id="A"))  # first's cache was at 1: retried at 2
     assert first.retries == 1
     with pytest.raises(CannotModifySubmittedOrder):  # second's cache is stale (2, draft)
-        await second.handle(AddItem(order_id="A", item=MOUSE))
+        await second.handle(AddItems(order_id="A", items=(MOUSE,)))
     assert second.retries == 1
     assert await store.stream_version(stream_id("A")) == 3
 
@@ -86,13 +86,13 @@ async def test_conflicts_beyond_the_retry_budget_raise_concurrency_error() -> No
 
     async def always_behind(*args: object, **kwargs: object) -> object:
         await original_append(
-            stream_id("A"), [codec.new_event(ItemAdded(order_id="A", item=MOUSE))], None
+            stream_id("A"), [codec.new_event(ItemsAdded(order_id="A", items=(MOUSE,)))], None
         )
         return await original_append(*args, **kwargs)  # type: ignore[arg-type]
 
     store.append = always_behind  # type: ignore[method-assign]
     with pytest.raises(ConcurrencyError):
-        await handler.handle(AddItem(order_id="A", item=MOUSE))
+        await handler.handle(AddItems(order_id="A", items=(MOUSE,)))
     assert handler.retries == 2
 
 

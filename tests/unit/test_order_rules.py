@@ -9,11 +9,11 @@ import pytest
 from cqrskit import InvalidCommand
 from cqrskit.testing import DeciderSpec
 from orders.domain import (
-    AddItem,
+    AddItems,
     CannotModifySubmittedOrder,
     CannotSubmitEmptyOrder,
     CreateOrder,
-    ItemAdded,
+    ItemsAdded,
     LineItem,
     OrderAlreadyExists,
     OrderAlreadySubmitted,
@@ -45,13 +45,13 @@ def test_creating_an_existing_order_is_rejected() -> None:
 
 
 def test_add_item_to_a_draft_order() -> None:
-    spec.given(CREATED).when(AddItem(order_id="ORD-1", item=MOUSE)).then(
-        ItemAdded(order_id="ORD-1", item=MOUSE)
+    spec.given(CREATED).when(AddItems(order_id="ORD-1", items=(MOUSE,))).then(
+        ItemsAdded(order_id="ORD-1", items=(MOUSE,))
     )
 
 
 def test_no_change_after_submit() -> None:
-    spec.given(CREATED, SUBMITTED).when(AddItem(order_id="ORD-1", item=MOUSE)).then_raises(
+    spec.given(CREATED, SUBMITTED).when(AddItems(order_id="ORD-1", items=(MOUSE,))).then_raises(
         CannotModifySubmittedOrder
     )
 
@@ -73,13 +73,13 @@ def test_no_empty_submit() -> None:
 
 
 def test_an_item_added_to_an_empty_order_makes_it_submittable() -> None:
-    spec.given(EMPTY_CREATED, ItemAdded(order_id="ORD-1", item=MOUSE)).when(
+    spec.given(EMPTY_CREATED, ItemsAdded(order_id="ORD-1", items=(MOUSE,))).when(
         SubmitOrder(order_id="ORD-1")
     ).then(SUBMITTED)
 
 
 def test_state_tracks_status_count_and_exact_total() -> None:
-    spec.given(CREATED, ItemAdded(order_id="ORD-1", item=MOUSE)).when(
+    spec.given(CREATED, ItemsAdded(order_id="ORD-1", items=(MOUSE,))).when(
         SubmitOrder(order_id="ORD-1")
     ).then_state(OrderState(status="submitted", item_count=2, total=Decimal("1097.00")))
 
@@ -102,7 +102,7 @@ def test_state_tracks_status_count_and_exact_total() -> None:
 def test_invalid_items_are_rejected(price: object, quantity: object, message: str) -> None:
     item = LineItem(name="Thing", price=price, quantity=quantity)  # type: ignore[arg-type]
     with pytest.raises(InvalidCommand, match=message):
-        AddItem(order_id="ORD-1", item=item)
+        AddItems(order_id="ORD-1", items=(item,))
     with pytest.raises(InvalidCommand, match=message):
         CreateOrder(order_id="ORD-1", customer_id="CUST-1", items=(item,))
 
@@ -126,6 +126,6 @@ def test_ids_and_names_must_be_present(
 
 def test_a_free_item_is_allowed() -> None:
     free = LineItem(name="Sticker", price=Decimal("0"), quantity=3)
-    spec.given(CREATED).when(AddItem(order_id="ORD-1", item=free)).then(
-        ItemAdded(order_id="ORD-1", item=free)
+    spec.given(CREATED).when(AddItems(order_id="ORD-1", items=(free,))).then(
+        ItemsAdded(order_id="ORD-1", items=(free,))
     )

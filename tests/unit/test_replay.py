@@ -15,7 +15,7 @@ from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from orders.app import register_commands
 from orders.domain import (
     EVENT_TYPES,
-    AddItem,
+    AddItems,
     CreateOrder,
     LineItem,
     OrderCommand,
@@ -39,7 +39,9 @@ commands: st.SearchStrategy[OrderCommand] = st.one_of(
         customer_id=st.sampled_from(["C1", "C2"]),
         items=st.lists(items, max_size=3).map(tuple),
     ),
-    st.builds(AddItem, order_id=order_ids, item=items),
+    st.builds(
+        AddItems, order_id=order_ids, items=st.lists(items, min_size=1, max_size=3).map(tuple)
+    ),
     st.builds(SubmitOrder, order_id=order_ids),
 )
 

@@ -284,7 +284,7 @@ def test_given_old_orders_when_new_commands_arrive_then_the_rules_and_the_read_s
 
     new_events = cli_json("events", "--after", str(old_database.old_head), db=db, cwd=tmp_path)
     assert [(e["stream_id"], e["version"], e["type"]) for e in new_events] == [
-        (f"order-{draft}", old_version + 1, "ItemAdded"),
+        (f"order-{draft}", old_version + 1, "ItemsAdded"),
         (f"order-{draft}", old_version + 2, "OrderSubmitted"),
     ]
     old_order = expected["orders"][draft]
@@ -363,3 +363,30 @@ def test_given_old_idempotent_requests_when_retried_over_http_then_the_first_res
 
 def post(http: httpx.Client, path: str, body: Json, key: str) -> httpx.Response:
     return http.post(path, json=body, headers={"Idempotency-Key": key})
+
+
+def test_given_old_item_added_events_then_the_log_shows_each_as_stored_and_as_read_today(
+    old_database: OldDatabase, tmp_path: Path
+) -> None:
+    """``ItemAdded {order_id, item}`` (one item per event, until 648275e) stays in the store as
+    written, and reads as ``ItemsAdded`` with that one item (see orders.domain.UPCASTERS)."""
+
+    def read_today(event: Json) -> Json:
+        if event["type"] != "ItemAdded":
+            return {"type": event["type"], "schema_version": 1, "data": event["data"]}
+        data = event["data"]
+        items = {"order_id": data["order_id"], "items": [data["item"]]}
+        return {"type": "ItemsAdded", "schema_version": 1, "data": items}
+
+    logged = cli_json("events", "--limit", "10000", db=old_database.url, cwd=tmp_path)
+    assert "ItemAdded" in {event["type"] for event in logged}
+    assert [event["current"] for event in logged] == [read_today(event) for event in logged]
+
+    server = ServerThread(Settings(db_url=old_database.url)).start()
+    try:
+        with server.client() as http:
+            for order_id in old_database.recorded["order_events"]:
+                stream = http.get(f"/orders/{order_id}/events").json()["events"]
+                assert [event["current"] for event in stream] == [read_today(e) for e in stream]
+    finally:
+        server.stop()

@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from cqrskit import Command, CommandResult
-from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
 from orders.http.problems import problem_for
@@ -105,15 +105,17 @@ async def create_order(
 )
 async def add_item(
     order_id: OrderIdPath,
-    body: models.ItemIn,
+    body: models.ItemIn | models.ItemsIn,
     service: ServiceDep,
     request: Request,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> models.CommandAccepted:
-    """Add an item to a draft order (``AddItem``)."""
+    """Add items to a draft order (``AddItems``): one item (``{"name", "price", "quantity"}``)
+    or several (``{"items": [...]}``), in one event."""
     log_order(request, order_id)
-    command = AddItem(order_id=order_id, item=_line(body))
+    lines = (body,) if isinstance(body, models.ItemIn) else body.items
+    command = AddItems(order_id=order_id, items=tuple(_line(item) for item in lines))
     result = await _execute(service, request, command, idempotency_key)
     return _accepted(response, order_id, result)
 

@@ -24,7 +24,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from orders.domain import MAX_PRICE, MAX_QUANTITY, MAX_TEXT
+from orders.domain import MAX_ITEMS, MAX_PRICE, MAX_QUANTITY, MAX_TEXT
 from orders.money import CENT
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Amount",
     "CommandAccepted",
     "CreateOrderIn",
+    "CurrentEventOut",
     "DailyStatsOut",
     "DashboardOut",
     "DayOut",
@@ -45,6 +46,7 @@ __all__ = [
     "Id",
     "ItemIn",
     "ItemOut",
+    "ItemsIn",
     "Name",
     "OrderOut",
     "OrderPageOut",
@@ -65,7 +67,6 @@ TEXT_PATTERN = rf"^[^\x00-\x1f\x7f]*[^{_SPACE}][^\x00-\x1f\x7f]*$"
 #: 0 to 1000000.00 (MAX_PRICE), at most two places
 PRICE_STRING = r"^([0-9]{1,6}(\.[0-9]{1,2})?|1000000(\.0{1,2})?)$"
 AMOUNT_STRING = r"^-?[0-9]+\.[0-9]{2}$"
-MAX_ITEMS = 100
 
 _price_string = re.compile(PRICE_STRING)
 
@@ -142,6 +143,12 @@ class ItemIn(_Body):
     quantity: Quantity
 
 
+class ItemsIn(_Body):
+    """Several lines to add to an order at once (one event: all of them or none)."""
+
+    items: Annotated[list[ItemIn], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
 class CreateOrderIn(_Body):
     """A new draft order. Without ``order_id`` the service makes one up (``ORD-<uuid>``)."""
 
@@ -200,7 +207,17 @@ class DailyStatsOut(BaseModel):
     days: list[DayOut]
 
 
+class CurrentEventOut(BaseModel):
+    """An event as this release reads it: upcast when it was stored in an earlier shape."""
+
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+
+
 class EventOut(BaseModel):
+    """An event as stored (never rewritten), with its current form beside it."""
+
     event_id: str
     stream_id: str
     version: int
@@ -210,6 +227,10 @@ class EventOut(BaseModel):
     recorded_at: datetime
     data: dict[str, Any]
     metadata: dict[str, Any]
+    current: CurrentEventOut | None = Field(
+        description="the event as this release reads it (upcast from an earlier shape or "
+        "name); null when this release cannot read it"
+    )
 
 
 class EventsOut(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from fastapi import APIRouter, Path, Query, Request
 
+from cqrskit import RecordedEvent
 from orders.errors import OrderNotFound
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
@@ -184,9 +185,20 @@ async def order_events(
                 recorded_at=e.recorded_at,
                 data=msgspec.json.decode(e.data),
                 metadata=msgspec.json.decode(e.metadata) if e.metadata else {},
+                current=_current_out(service.app.read_current(e)),
             )
             for e in found
         ],
+    )
+
+
+def _current_out(current: RecordedEvent | None) -> models.CurrentEventOut | None:
+    if current is None:
+        return None
+    return models.CurrentEventOut(
+        type=current.event_type,
+        schema_version=current.schema_version,
+        data=msgspec.json.decode(current.data),
     )
 
 

@@ -1,0 +1,117 @@
+"""Projection runners fed from JetStream build the read model the event store would give."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import nats
+
+from cqrskit import EventCodec, ProjectionRunner
+from cqrskit.memory import InMemoryReadStore
+from cqrskit.nats import JetStreamLog, JetStreamSource, Relay
+from cqrskit.partitions import partition_of
+from orders.app import OrdersApp
+from orders.domain import EVENT_TYPES
+from orders.projections import PROJECTIONS
+from tests.support.jetstream import nats_url
+from tests.support.orders import fill_orders, full_replay, snapshot
+
+CODEC = EventCodec(EVENT_TYPES)
+
+
+def _runners(
+    source: JetStreamSource | None, read: InMemoryReadStore, sources: dict[str, JetStreamSource]
+) -> list[ProjectionRunner]:
+    return [
+        ProjectionRunner(p, source or sources[p.name], read, CODEC, use_lease=False)
+        for p in PROJECTIONS
+    ]
+
+
+def _node_sources(log: JetStreamLog, app: OrdersApp, node: str) -> dict[str, JetStreamSource]:
+    return {
+        p.name: JetStreamSource(log, app.backend.events, consumer=f"{node}_{p.name}")
+        for p in PROJECTIONS
+    }
+
+
+async def _relayed(app: OrdersApp, log: JetStreamLog, count: int) -> None:
+    await fill_orders(app, count, f"N-{uuid.uuid4().hex[:6]}")
+    await Relay(app.backend.events, app.backend.read, log).catch_up()
+
+
+async def test_a_node_that_catches_up_from_jetstream_equals_a_full_replay(
+    orders_app: OrdersApp, jetstream: JetStreamLog
+) -> None:
+    await _relayed(orders_app, jetstream, 30)
+    read = InMemoryReadStore()
+
+    for runner in _runners(None, read, _node_sources(jetstream, orders_app, "a")):
+        await runner.setup()
+        await runner.catch_up()
+
+    assert await snapshot(read) == await full_replay(orders_app.backend.events)
+
+
+async def test_a_running_node_follows_new_events_and_reaches_every_position(
+    orders_app: OrdersApp, jetstream: JetStreamLog
+) -> None:
+    await _relayed(orders_app, jetstream, 10)
+    read = InMemoryReadStore()
+    runners = _runners(None, read, _node_sources(jetstream, orders_app, "b"))
+    for runner in runners:
+        await runner.setup()
+    tasks = [asyncio.create_task(runner.run()) for runner in runners]
+    try:
+        await _relayed(orders_app, jetstream, 10)
+        head = await orders_app.head_position()
+
+        reached = [await runner.wait_for(head, timeout=30) for runner in runners]
+
+        assert reached == [True, True]
+        assert await snapshot(read) == await full_replay(orders_app.backend.events)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_a_new_node_reads_from_the_event_store_what_the_stream_no_longer_holds(
+    orders_app: OrdersApp, jetstream: JetStreamLog
+) -> None:
+    await _relayed(orders_app, jetstream, 10)
+    conn = await nats.connect(nats_url())
+    try:  # retention dropped the first half of the stream
+        state = await jetstream.state()
+        await conn.jetstream().purge_stream(jetstream.stream, seq=state.last_sequence // 2)
+    finally:
+        await conn.close()
+    await _relayed(orders_app, jetstream, 5)
+    read = InMemoryReadStore()
+
+    for runner in _runners(None, read, _node_sources(jetstream, orders_app, "c")):
+        await runner.setup()
+        await runner.catch_up()
+
+    assert (await jetstream.state()).first_sequence > 1
+    assert await snapshot(read) == await full_replay(orders_app.backend.events)
+
+
+async def test_a_partition_source_reads_exactly_the_events_of_its_partition_in_order(
+    orders_app: OrdersApp, jetstream: JetStreamLog
+) -> None:
+    await _relayed(orders_app, jetstream, 30)
+    logged = await orders_app.backend.events.read_all(0, 10_000)
+
+    for partition in range(jetstream.partitions):
+        source = JetStreamSource(
+            jetstream, orders_app.backend.events, consumer=f"p{partition}", partition=partition
+        )
+        found = await source.read_all(0, 10_000)
+
+        expected = [e for e in logged if partition_of(e.stream_id, 4) == partition]
+        assert found == expected
