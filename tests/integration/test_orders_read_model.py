@@ -13,7 +13,7 @@ from rich.console import Console
 
 from orders.app import OrdersApp, Settings, build_app
 from orders.demo import play_demo
-from orders.domain import AddItem, CreateOrder, LineItem, SubmitOrder
+from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.queries import OrderPage, OrderView
 from tests.support.backends import BACKEND_NAMES
 from tests.support.orders import fill_orders, full_replay, snapshot
@@ -133,7 +133,7 @@ async def test_pages_never_repeat_or_skip_while_orders_change_during_the_walk(
 
     async def write() -> int:
         # one order changes (its row is rewritten), one leaves the drafts, a new one arrives
-        changed = await app.commands.handle(AddItem(order_id=next(untouched), item=pen))
+        changed = await app.commands.handle(AddItems(order_id=next(untouched), items=(pen,)))
         submitted.append(next(untouched))
         await app.commands.handle(SubmitOrder(order_id=submitted[-1]))
         created.append(f"{prefix}-new-{len(created):02d}")
