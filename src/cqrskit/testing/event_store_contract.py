@@ -106,6 +106,8 @@ async def test_read_stream_from_a_version_and_with_a_limit(backend: Backend) -> 
     await store.append(stream, events[2:], 2)
     assert _ids(await store.read_stream(stream, from_version=3)) == _ids(events[2:])
     assert _ids(await store.read_stream(stream, from_version=2, limit=3)) == _ids(events[1:4])
+    assert _ids(await store.read_stream(stream, from_version=2, limit=2)) == _ids(events[1:3])
+    assert _ids(await store.read_stream(stream, from_version=5, limit=10)) == _ids(events[4:])
     assert await store.read_stream(stream, from_version=7) == []
 
 
@@ -170,6 +172,48 @@ async def test_an_expected_version_on_a_missing_stream_raises(backend: Backend) 
         await backend.events.append(stream, _events(1), 1)
     assert raised.value.actual_version == 0
     assert await backend.events.read_stream(stream) == []
+
+
+async def test_an_append_of_no_events_checks_the_version_and_writes_nothing(
+    backend: Backend,
+) -> None:
+    store, stream = backend.events, _stream()
+    appended = await store.append(stream, _events(2), NO_STREAM)
+    nothing = await store.append(stream, [], 2)
+    head = await store.head_position()
+    assert (nothing.stream_id, nothing.version) == (stream, 2)
+    assert appended.position <= nothing.position <= head
+    assert (await store.append(_stream(), [], NO_STREAM)).version == 0
+    assert (await store.append(stream, [], ANY_VERSION)).version == 2
+    with pytest.raises(ConcurrencyError) as raised:
+        await store.append(stream, [], 1)
+    assert (raised.value.expected_version, raised.value.actual_version) == (1, 2)
+    taken = IdempotencyRecord(key=f"key-{uuid4()}", fingerprint="f")
+    await store.append(_stream(), _events(1), NO_STREAM, idempotency=taken)
+    with pytest.raises(DuplicateIdempotencyKey):
+        await store.append(stream, [], 2, idempotency=taken)
+    assert await store.stream_version(stream) == 2
+    assert len(await store.read_stream(stream)) == 2
+
+
+async def test_read_all_and_subscribe_all_default_to_the_beginning(backend: Backend) -> None:
+    store, stream = backend.events, _stream()
+    events = _events(2)
+    await store.append(stream, events, NO_STREAM)
+    everything = await store.read_all()
+    assert [e.event_id for e in everything if e.stream_id == stream] == _ids(events)
+    assert everything == await store.read_all(0, 1000)
+    received: list[RecordedEvent] = []
+
+    async def consume() -> None:
+        async for batch in store.subscribe_all():
+            received.extend(e for e in batch if e.stream_id == stream)
+            if len(received) == len(events):
+                return
+
+    async with asyncio.timeout(_TIMEOUT):
+        await consume()
+    assert _ids(received) == _ids(events)
 
 
 async def test_any_version_appends_whatever_the_version(backend: Backend) -> None:
@@ -238,8 +282,9 @@ async def test_a_duplicate_idempotency_key_aborts_the_whole_append(backend: Back
     first_stream, second_stream = _stream(), _stream()
     result = await store.append(first_stream, _events(2), NO_STREAM, idempotency=key)
     again = IdempotencyRecord(key=key.key, fingerprint="second")
-    with pytest.raises(DuplicateIdempotencyKey):
+    with pytest.raises(DuplicateIdempotencyKey) as raised:
         await store.append(second_stream, _events(3), NO_STREAM, idempotency=again)
+    assert raised.value.key == key.key
     assert await store.read_stream(second_stream) == []
     stored = await store.find_idempotent_result(key.key)
     assert stored is not None

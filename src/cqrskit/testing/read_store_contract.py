@@ -233,6 +233,35 @@ async def test_rows_returned_are_independent_copies(backend: Backend) -> None:
     assert await store.get(ITEMS, tenant, "item-001") == _row(tenant, 1)
 
 
+async def test_rows_written_and_found_are_independent_copies(backend: Backend) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+    row = _row(tenant, 1)
+
+    def write(view: ViewTransaction) -> None:
+        view.put(ITEMS, row)
+
+    await store.apply(projection, 0, 1, write)
+    row["details"]["tags"].append("changed after the batch")
+    [found] = await store.find(ITEMS, where={"tenant": tenant})
+    assert found == _row(tenant, 1)
+    found["details"]["tags"].append("mutated")
+    assert await store.find(ITEMS, where={"tenant": tenant}) == [_row(tenant, 1)]
+
+
+async def test_deleting_a_row_that_is_not_there_is_no_error(backend: Backend) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+
+    def write(view: ViewTransaction) -> None:
+        view.delete(ITEMS, tenant, "item-404")
+        view.put(TOTALS, {"tenant": tenant, "total": 0})
+
+    await store.apply(projection, 0, 3, write)
+    assert await store.checkpoint(projection) == 3
+    assert await store.get(TOTALS, tenant) == {"tenant": tenant, "total": 0}
+
+
 async def test_find_filters_by_where_and_orders_by_columns(backend: Backend) -> None:
     tenant, projection = _names()
     store = await _ready(backend)
