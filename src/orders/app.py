@@ -21,11 +21,14 @@ from cqrskit import (
     CommandHandler,
     CommandResult,
     EventCodec,
+    EventSource,
     Metadata,
+    Projection,
     ProjectionRunner,
     RecordedEvent,
     UndecodableEvent,
     UnknownEventType,
+    tracing,
 )
 from cqrskit.backends import open_backend
 from orders.domain import (
@@ -48,6 +51,7 @@ __all__ = [
     "ProjectionLag",
     "RebuildProgress",
     "Settings",
+    "assemble_app",
     "build_app",
     "register_commands",
 ]
@@ -59,6 +63,14 @@ LAG_CAP = 10_000
 RebuildProgress = Callable[[str, int, int], Awaitable[None]]
 
 
+_SCALE_OUT_VARIABLES = (
+    ("CQRSKIT_NATS_URL", "nats_url"),
+    ("CQRSKIT_NATS_STREAM", "nats_stream"),
+    ("CQRSKIT_READ_DB", "read_db_url"),
+    ("CQRSKIT_NODE_NAME", "node_name"),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the Orders application can be configured with."""
@@ -68,17 +80,29 @@ class Settings:
     consistency_timeout: float = 5.0
     #: events per projection transaction
     projection_batch_size: int = 1000
+    #: NATS server with JetStream for scale-out (relay, node read models, partitioned workers)
+    nats_url: str | None = None
+    #: the JetStream stream (and subject prefix) of this deployment's events
+    nats_stream: str = "orders"
+    #: this node's own read model (fed from JetStream), e.g. ``sqlite:///node.read.db``
+    read_db_url: str | None = None
+    #: this node's name (its JetStream consumers); default: derived from ``read_db_url``
+    node_name: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``CQRSKIT_DB`` and ``CQRSKIT_CONSISTENCY_TIMEOUT``, then ``overrides``
-        (a None override keeps the environment's value)."""
+        """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``, ``CQRSKIT_NATS_URL``,
+        ``CQRSKIT_NATS_STREAM``, ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then
+        ``overrides`` (a None override keeps the environment's value)."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if "CQRSKIT_DB" in env:
             values["db_url"] = env["CQRSKIT_DB"]
         if "CQRSKIT_CONSISTENCY_TIMEOUT" in env:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
+        for variable, name in _SCALE_OUT_VARIABLES:
+            if env.get(variable):
+                values[name] = env[variable]
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -105,6 +129,8 @@ class OrdersApp:
     commands: CommandHandler
     queries: OrderQueries
     runners: tuple[ProjectionRunner, ...]
+    #: closed after the backend, last opened first (a node's JetStream connection, ...)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # -- commands --
@@ -117,9 +143,10 @@ class OrdersApp:
         metadata: Metadata | None = None,
     ) -> CommandResult:
         """Handle ``command`` (see :meth:`cqrskit.CommandHandler.handle` for what it raises)."""
-        return await self.commands.handle(
-            command, idempotency_key=idempotency_key, metadata=metadata
-        )
+        with tracing.span(f"command {command.command_type}"):
+            return await self.commands.handle(
+                command, idempotency_key=idempotency_key, metadata=metadata
+            )
 
     @property
     def command_retries(self) -> int:
@@ -296,30 +323,49 @@ class OrdersApp:
         self._tasks.clear()
 
     async def close(self) -> None:
-        """Stop background projections and close the backend."""
+        """Stop background projections and close the backend (and what else it opened)."""
         await self.stop_projections()
         await self.backend.close()
+        for close in reversed(self.closers):
+            await close()
 
 
 async def build_app(
     settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> OrdersApp:
     """Open the backend named by ``settings.db_url`` and wire the Orders application on it."""
-    backend = await open_backend(settings.db_url)
+    return await assemble_app(settings, await open_backend(settings.db_url), clock=clock)
+
+
+async def assemble_app(
+    settings: Settings,
+    backend: Backend,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    source_of: Callable[[Projection], EventSource] | None = None,
+    projections: Sequence[Projection] = PROJECTIONS,
+    use_lease: bool = True,
+    closers: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> OrdersApp:
+    """Wire the Orders application on an opened ``backend``: commands append to its event
+    store, ``projections`` read from ``source_of(projection)`` (default: the event store) into
+    its read store. ``closers`` run when the app closes (see :mod:`orders.scaleout`)."""
     codec = EventCodec(EVENT_TYPES, upcasters=UPCASTERS)
     commands = CommandHandler(backend.events, codec, clock=clock)
     register_commands(commands)
     runners = tuple(
         ProjectionRunner(
             projection,
-            backend.events,
+            backend.events if source_of is None else source_of(projection),
             backend.read,
             codec,
             batch_size=settings.projection_batch_size,
+            use_lease=use_lease,
         )
-        for projection in PROJECTIONS
+        for projection in projections
     )
     app = OrdersApp(settings, backend, codec, commands, OrderQueries(backend.read), runners)
+    app.closers.extend(closers)
     await app.setup_read_model()
     return app
 

@@ -30,13 +30,15 @@ from cqrskit import (
     StoreUnavailable,
     StreamNotFound,
 )
+from cqrskit.tracing import configure_tracing
 from cqrskit.urls import redact
 from orders import render
-from orders.app import OrdersApp, Settings, build_app
+from orders.app import OrdersApp, Settings
 from orders.demo import DemoNeedsEmptyStore, play_demo
 from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
 from orders.logs import configure_logging
+from orders.scaleout import open_app
 
 __all__ = ["app", "main", "parse_item", "run_with_app"]
 
@@ -69,6 +71,24 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+NatsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nats",
+        help="NATS server with JetStream (nats://host:4222) for scale-out; "
+        "default $CQRSKIT_NATS_URL",
+        show_default=False,
+    ),
+]
+StreamOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stream",
+        help="JetStream stream of this deployment's events; default $CQRSKIT_NATS_STREAM or "
+        "'orders'",
+        show_default=False,
+    ),
+]
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -85,11 +105,13 @@ def run_with_app(
     """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit."""
 
     async def main() -> T:
-        orders_app = await build_app(settings or Settings.from_env(db_url=db))
-        try:
-            return await work(orders_app)
-        finally:
-            await orders_app.close()
+        # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set; spans are flushed on the way out
+        with configure_tracing("orders"):
+            orders_app = await open_app(settings or Settings.from_env(db_url=db))
+            try:
+                return await work(orders_app)
+            finally:
+                await orders_app.close()
 
     try:
         return asyncio.run(main())
@@ -417,17 +439,49 @@ def serve(
             "--no-projections", help="Only serve; run the projections with `orders project`."
         ),
     ] = False,
+    nats: NatsOption = None,
+    stream: StreamOption = None,
+    read_db: Annotated[
+        str | None,
+        typer.Option(
+            "--read-db",
+            help="This node's own read model (sqlite:///node.read.db), fed from JetStream "
+            "(needs --nats); default $CQRSKIT_READ_DB",
+            show_default=False,
+        ),
+    ] = None,
+    node_name: Annotated[
+        str | None,
+        typer.Option(
+            "--node-name", help="This node's name (its JetStream consumers).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP service (docs at /docs) until SIGINT/SIGTERM; projections run beside it."""
     from orders.http import server  # the web stack is loaded only to serve
 
     configure_logging()
+    settings = Settings.from_env(
+        db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name
+    )
     run_with_app(
         db,
         lambda orders_app: server.serve(
             orders_app, host=host, port=port, run_projections=not no_projections
         ),
+        settings=settings,
     )
+
+
+@app.command()
+def relay(db: DbOption = None, nats: NatsOption = None, stream: StreamOption = None) -> None:
+    """Publish the event store to JetStream until SIGINT/SIGTERM (one relay is active; more
+    stand by and take over)."""
+    from orders.relay import relay as run_relay
+
+    configure_logging()
+    settings = Settings.from_env(db_url=db, nats_url=nats, nats_stream=stream)
+    run_with_app(db, run_relay, settings=settings)
 
 
 @app.command()

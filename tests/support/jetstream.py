@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import functools
 import os
 import shutil
@@ -23,10 +24,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import nats
 import pytest
+
+T = TypeVar("T")
 
 
 class NoNatsServer(Exception):
@@ -129,7 +134,18 @@ def _jetstream_ready(url: str) -> bool:
         finally:
             await conn.close()
 
-    return asyncio.run(probe())
+    return _run(probe())
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion, in a thread of its own when this one runs an event loop
+    (fixtures and finalizers are called from async tests too)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 async def _quiet(error: Exception) -> None:
@@ -183,7 +199,7 @@ def _delete_stream(url: str, name: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(delete())
+    _run(delete())
 
 
 def throwaway_server(request: pytest.FixtureRequest) -> NatsServer:

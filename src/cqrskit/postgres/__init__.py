@@ -24,6 +24,7 @@ __all__ = [
     "PostgresReadStore",
     "migrate",
     "open_backend",
+    "open_read_store",
 ]
 
 
@@ -41,3 +42,9 @@ async def open_backend(url: str) -> Backend:
         await events.close()
         raise
     return Backend(url, events, read)
+
+
+async def open_read_store(url: str) -> PostgresReadStore:
+    """Migrate the database at ``url`` if needed and open its read store alone."""
+    await migrate(url)
+    return await PostgresReadStore.open(url)

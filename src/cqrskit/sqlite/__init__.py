@@ -30,7 +30,13 @@ from cqrskit.sqlite._events import SqliteEventStore
 from cqrskit.sqlite._read import SqliteReadStore
 from cqrskit.store import Backend
 
-__all__ = ["SqliteEventStore", "SqliteReadStore", "open_backend", "read_model_path"]
+__all__ = [
+    "SqliteEventStore",
+    "SqliteReadStore",
+    "open_backend",
+    "open_read_store",
+    "read_model_path",
+]
 
 
 def read_model_path(path: Path) -> Path:
@@ -59,3 +65,14 @@ async def open_backend(url: str) -> Backend:
         await events.close()
         raise
     return Backend(url, events, read)
+
+
+async def open_read_store(url: str) -> SqliteReadStore:
+    """A read store alone, in exactly the file ``sqlite:///path/to/file.db`` names (for a read
+    model fed from elsewhere, such as a scale-out node's). Raises as :func:`open_backend`."""
+    path, risky = parse_url(url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unavailable(path, "creating its directory", error) from error
+    return await SqliteReadStore.open(path, risk_recent_commits_on_power_loss=risky)

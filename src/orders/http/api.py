@@ -17,6 +17,7 @@ from orders.http.jsonbody import BodyLimit
 from orders.http.metrics import Metrics
 from orders.http.problems import install
 from orders.http.service import Service
+from orders.http.tracing import TraceRequests
 
 __all__ = [
     "create_api",
@@ -63,4 +64,5 @@ def create_api(orders_app: OrdersApp, *, projections_in_process: bool = True) ->
     install(api)
     api.add_middleware(BodyLimit)
     api.add_middleware(RequestLog, metrics=service.metrics)
+    api.add_middleware(TraceRequests)
     return api
