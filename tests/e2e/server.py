@@ -15,6 +15,16 @@ from orders.app import Settings, build_app
 from orders.http.server import build_server
 
 
+def free_port() -> int:
+    """A port that was free a moment ago. Another process may take it before it is bound:
+    only for a process that must keep one port across restarts (tests/scaleout); a server
+    started once binds port 0 or is handed a bound socket (:func:`listening_socket`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def listening_socket() -> socket.socket:
     """A TCP socket on a port the system chose, already listening, for the server to use.
 
