@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 
 from cqrskit.backends import open_backend
 from cqrskit.errors import ConcurrencyError, ConfigurationError, CqrsKitError, StoreUnavailable
 from cqrskit.messages import NewEvent, RecordedEvent
+from cqrskit.readmodel import Column, ColumnType, Table, ViewTransaction
 from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
 from cqrskit.sqlite._common import parse_url
 from cqrskit.sqlite._writer import GroupCommit
@@ -192,3 +194,51 @@ async def test_appends_fail_instead_of_hanging_when_the_writer_thread_dies(
         with pytest.raises(StoreUnavailable, match="closed"):
             await store.append("s", [event()], NO_STREAM)
     await store.close()
+
+
+async def test_a_full_disk_refuses_appends_and_batches_cleanly_and_then_they_work(
+    tmp_path: Path,
+) -> None:
+    backend = await open_backend(f"sqlite:///{tmp_path / 'events.db'}")
+    events, read = backend.events, backend.read
+    assert isinstance(events, SqliteEventStore)
+    assert isinstance(read, SqliteReadStore)
+    table = Table(
+        "blobs", (Column("id", ColumnType.TEXT), Column("body", ColumnType.TEXT)), ("id",)
+    )
+    try:
+        await events.append("s", [event()], NO_STREAM)
+        await read.setup([table])
+        # Given files that cannot grow (SQLite's own cap on their size: a full disk)
+        writers = (events._appends._connection, read._writer)
+        for connection in writers:
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            connection.execute(f"PRAGMA max_page_count = {pages}")
+        big = NewEvent(**{**msgspec.structs.asdict(event()), "data": b"x" * 200_000})
+        # When an append or a projection batch needs room
+        with pytest.raises(StoreUnavailable) as refused_append:
+            await events.append("s", [big], 1)
+
+        def write(view: ViewTransaction) -> None:
+            view.put(table, {"id": "a", "body": "y" * 200_000})
+
+        with pytest.raises(StoreUnavailable) as refused_batch:
+            await read.apply("p", 0, 1, write)
+        # Then each is refused whole, saying which file, what and why
+        for refused, path, doing in (
+            (refused_append, events.path, "append"),
+            (refused_batch, read.path, "applying a projection batch"),
+        ):
+            assert str(refused.value) == (
+                f"SQLite database {path}: {doing} failed: database or disk is full"
+            )
+        assert await events.stream_version("s") == 1
+        assert (await read.checkpoint("p"), await read.get(table, "a")) == (0, None)
+        # ... and once there is room, both work again
+        for connection in writers:
+            connection.execute("PRAGMA max_page_count = 1073741823")
+        assert (await events.append("s", [big], 1)).version == 2
+        await read.apply("p", 0, 1, write)
+        assert await read.checkpoint("p") == 1
+    finally:
+        await backend.close()

@@ -187,11 +187,13 @@ async def test_an_append_of_no_events_checks_the_version_and_writes_nothing(
     assert (await store.append(stream, [], ANY_VERSION)).version == 2
     with pytest.raises(ConcurrencyError) as raised:
         await store.append(stream, [], 1)
-    assert (raised.value.expected_version, raised.value.actual_version) == (1, 2)
+    assert (raised.value.stream_id, raised.value.expected_version) == (stream, 1)
+    assert raised.value.actual_version == 2
     taken = IdempotencyRecord(key=f"key-{uuid4()}", fingerprint="f")
     await store.append(_stream(), _events(1), NO_STREAM, idempotency=taken)
-    with pytest.raises(DuplicateIdempotencyKey):
+    with pytest.raises(DuplicateIdempotencyKey) as duplicate:
         await store.append(stream, [], 2, idempotency=taken)
+    assert duplicate.value.key == taken.key
     assert await store.stream_version(stream) == 2
     assert len(await store.read_stream(stream)) == 2
 
