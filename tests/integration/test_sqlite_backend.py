@@ -55,8 +55,15 @@ def test_urls_name_a_file_and_only_known_options() -> None:
     assert parse_url("sqlite:////abs/orders.db") == (Path("/abs/orders.db"), False)
     risky = parse_url("sqlite:///o.db?risk_recent_commits_on_power_loss=1")
     assert risky == (Path("o.db"), True)
-    for bad in ("sqlite://", "sqlite:///", "sqlite:///o.db?synchronous=off", "postgres:///x"):
-        with pytest.raises(ConfigurationError):
+    option = "sqlite:///o.db?risk_recent_commits_on_power_loss="
+    for value, expected in (("true", True), ("Yes", True), ("ON", True), ("0", False)):
+        assert parse_url(option + value) == (Path("o.db"), expected), value
+    assert parse_url(option + "off&risk_recent_commits_on_power_loss=1")[1] is True
+    for bad in ("sqlite://", "sqlite:///", "postgres:///x"):
+        with pytest.raises(ConfigurationError, match=r"invalid SQLite URL .*sqlite:///path"):
+            parse_url(bad)
+    for bad in ("sqlite:///o.db?synchronous=off", option, option + "maybe", "sqlite:///o.db?x="):
+        with pytest.raises(ConfigurationError, match="unsupported SQLite URL option"):
             parse_url(bad)
 
 

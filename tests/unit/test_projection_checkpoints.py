@@ -135,3 +135,18 @@ async def test_a_rebuild_applies_every_event_once_and_ends_at_the_head() -> None
     assert await read.checkpoint(noting.name) == head
     assert runner.status.events_applied == head
     assert await _applied(read) == Counter(dict.fromkeys(range(1, head + 1), 1))
+
+
+async def test_catching_up_goes_batch_by_batch_and_reports_each_checkpoint() -> None:
+    events, read = InMemoryEventStore(), InMemoryReadStore()
+    head = await _append(events, "s", 7)
+    runner = _runner(events, read, batch_size=3)
+    await runner.setup()
+    reported: list[int] = []
+
+    async def on_batch(position: int) -> None:
+        reported.append(position)
+        assert await read.checkpoint(noting.name) == position  # already committed
+
+    await runner.catch_up(on_batch)
+    assert reported == [3, 6, head]
