@@ -211,3 +211,30 @@ async def test_a_subscriber_sees_events_an_ended_older_transaction_releases(pg_u
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         await store.close()
+
+
+async def test_closing_the_store_releases_an_append_waiting_for_visibility(pg_url: str) -> None:
+    store = await PostgresEventStore.open(pg_url, visibility_timeout=DEADLINE)
+    async with _older_transaction(pg_url):
+        appending = asyncio.create_task(store.append("s", _events(1), 0))
+        await until(lambda: _waiting_for_visibility(store) > 0, what="the append waiting")
+        await store.close()  # committed: the append is acknowledged, not failed
+        result = await appending
+    assert result.version == 1
+
+
+async def test_an_idle_subscriber_does_not_spin(pg_url: str) -> None:
+    store = await PostgresEventStore.open(pg_url)
+    store._poll_interval = 3600  # only notifications wake it now
+    reads = _CountingReads(store)
+    consumer = asyncio.create_task(anext(store.subscribe_all(0, 100)))
+    try:
+        await reads.until_idle(2)  # its first read, and the one after LISTEN took effect
+        for _ in range(20):  # time for a spinning subscriber to read again, and again
+            await store.head_position()
+        assert reads.empty_reads == 2
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await store.close()

@@ -150,3 +150,14 @@ async def test_catching_up_goes_batch_by_batch_and_reports_each_checkpoint() -> 
 
     await runner.catch_up(on_batch)
     assert reported == [3, 6, head]
+
+
+async def test_waiting_for_a_position_never_reached_returns_false_at_the_timeout() -> None:
+    events, read = InMemoryEventStore(), InMemoryReadStore()
+    head = await _append(events, "s", 2)
+    runner = _runner(events, read, batch_size=10)
+    await runner.setup()
+    async with asyncio.timeout(30):  # a broken timeout would wait for ever
+        assert await runner.wait_for(head, timeout=0.05) is False
+        await runner.catch_up()
+        assert await runner.wait_for(head, timeout=0.05) is True
