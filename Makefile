@@ -6,7 +6,7 @@ PORT ?= 8000
 DB ?=
 PIP := $(BIN)/pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: install demo test lint serve bench mutate clean
+.PHONY: install demo test lint serve bench screenshots mutate clean
 
 $(VENV)/.created:
 	@echo "==> creating a virtual environment in $(VENV) (with $(PYTHON))"
@@ -40,8 +40,14 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/pytest
 
+# The service with its live dashboard at the address it prints (the seed's demo orders on a fresh
+# default database).
 serve: $(VENV)/.service
-	$(BIN)/orders serve --port $(PORT) $(if $(DB),--db '$(DB)',)
+	$(BIN)/orders serve --port $(PORT) $(if $(DB),--db '$(DB)',--demo)
+
+# The dashboard's pictures in docs/ (Debian's chromium: apt-get install chromium)
+screenshots: $(VENV)/.installed
+	$(BIN)/python -m tests.browser.screenshots docs
 
 # Benchmarks against the eventsourcing library: quick sizes; `make bench FULL=1` for the full run.
 bench: $(VENV)/.installed

@@ -275,6 +275,11 @@ def markdown(table_rows: list[Row], context: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Notes on single figures:", ""]
         lines += [f"- {BACKEND_NAMES[r.backend]}, {r.label}: {r.note}" for r in notes]
+    live_streams = HERE / "sse_results.json"
+    if live_streams.exists():  # measured apart, by benchmarks/sse_load.py
+        from benchmarks.sse_load import section
+
+        lines += ["", section(json.loads(live_streams.read_text()))]
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"

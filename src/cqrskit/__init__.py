@@ -1,9 +1,10 @@
 """cqrskit: CQRS and event sourcing for Python.
 
 The write side: :class:`Command`, :class:`Event`, :class:`Decider`, :class:`CommandHandler` and
-an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner` and a
-:class:`ReadStore`. Backends live in their own modules (``cqrskit.memory``, ``cqrskit.sqlite``,
-``cqrskit.postgres``); open one by URL with :func:`open_backend`.
+an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner`, a
+:class:`ReadStore`, and the :class:`Supervisor` that keeps runners running. Backends live in
+their own modules (``cqrskit.memory``, ``cqrskit.sqlite``, ``cqrskit.postgres``); open one by
+URL with :func:`open_backend`.
 """
 
 from cqrskit.backends import open_backend
@@ -38,6 +39,7 @@ from cqrskit.store import (
     IdempotencyRecord,
     IdempotentResult,
 )
+from cqrskit.supervision import Backoff, ProjectionReport, ProjectionState, Supervisor
 from cqrskit.upcasting import Upcaster
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "NO_STREAM",
     "AppendResult",
     "Backend",
+    "Backoff",
     "CheckpointMoved",
     "Column",
     "ColumnType",
@@ -69,13 +72,16 @@ __all__ = [
     "Metadata",
     "NewEvent",
     "Projection",
+    "ProjectionReport",
     "ProjectionRunner",
+    "ProjectionState",
     "ProjectionStatus",
     "ReadStore",
     "RecordedEvent",
     "Row",
     "StoreUnavailable",
     "StreamNotFound",
+    "Supervisor",
     "Table",
     "UndecodableEvent",
     "UnknownCommand",

@@ -160,6 +160,7 @@ class InMemoryReadStore:
         order_by: Sequence[str] = (),
         after: Sequence[Any] | None = None,
         limit: int | None = None,
+        descending: bool = False,
     ) -> list[Row]:
         conditions = dict(where or {})
         rows = [
@@ -168,10 +169,18 @@ class InMemoryReadStore:
             if all(row[name] == value for name, value in conditions.items())
         ]
         if order_by:
-            rows.sort(key=lambda row: tuple(row[name] for name in order_by))
+
+            def sort_key(row: Row) -> tuple[Any, ...]:
+                return tuple(row[name] for name in order_by)
+
+            rows.sort(key=sort_key, reverse=descending)
             if after is not None:
                 bound = tuple(after)
-                rows = [row for row in rows if tuple(row[n] for n in order_by) > bound]
+                rows = [
+                    row
+                    for row in rows
+                    if (sort_key(row) < bound if descending else sort_key(row) > bound)
+                ]
         return [copy.deepcopy(row) for row in rows[:limit]]
 
     async def close(self) -> None:

@@ -87,14 +87,20 @@ class LeasingReadStore(Protocol):
 
 @dataclass
 class ProjectionStatus:
-    """Where a projection stands: its checkpoint, the events it applied, and whether it is
-    running (``running`` is false while it waits for its lease)."""
+    """Where a projection stands in this process: its checkpoint, the events it applied, and
+    what :meth:`ProjectionRunner.run` is doing.
+
+    ``standing_by`` is true while the runner waits for its lease, ``running`` once it holds it
+    (or needs none) and follows the log; ``catch_up_target`` is the head of the log when it
+    started following: below it, the runner is still catching up.
+    """
 
     name: str
     position: int = 0
     events_applied: int = 0
     running: bool = False
-    error: str | None = None
+    standing_by: bool = False
+    catch_up_target: int = 0
 
 
 class ProjectionRunner:
@@ -156,40 +162,49 @@ class ProjectionRunner:
         finally:
             ahead.cancel()
 
-    async def run(self) -> None:
-        """Catch up, then follow new events until cancelled.
+    async def run(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """Catch up, then follow new events until cancelled (or until the store fails: the
+        error propagates; :class:`cqrskit.supervision.Supervisor` restarts runners).
 
         On a read store that offers leases (:class:`LeasingReadStore`, e.g. PostgreSQL), the
         runner first takes the projection's lease, so that of several processes running the
         same projection one works and the others stand by, taking over if it dies
         (``use_lease=False`` skips it: the compare-and-set checkpoint alone still keeps
-        concurrent runners from applying a batch twice).
+        concurrent runners from applying a batch twice). ``on_batch(events_handled)`` is
+        awaited after each committed batch.
         """
         await self._read_store.setup(self.projection.tables)
         store = self._read_store
+        leasing = self._use_lease and isinstance(store, LeasingReadStore)
         lease: contextlib.AbstractAsyncContextManager[None] = (
             store.acquire_lease(self.projection.name)
-            if self._use_lease and isinstance(store, LeasingReadStore)
+            if leasing and isinstance(store, LeasingReadStore)
             else contextlib.nullcontext()
         )
-        async with lease:
-            self.status.position = await store.checkpoint(self.projection.name)
-            self.status.running = True
-            try:
+        self.status.standing_by = leasing
+        try:
+            async with lease:
+                self.status.standing_by = False
+                self.status.position = await store.checkpoint(self.projection.name)
+                self.status.catch_up_target = await self._events.head_position()
+                self.status.running = True
                 while True:
                     try:
-                        await self._follow()
+                        await self._follow(on_batch)
                     except CheckpointMoved as moved:
                         log.info("projection %s: %s; resuming", self.projection.name, moved)
                         self.status.position = moved.actual
-            finally:
-                self.status.running = False
+        finally:
+            self.status.standing_by = False
+            self.status.running = False
 
-    async def _follow(self) -> None:
+    async def _follow(self, on_batch: Callable[[int], Awaitable[None]] | None) -> None:
         async for batch in self._events.subscribe_all(self.status.position, self._batch_size):
-            await self._apply(batch)
+            handled = await self._apply(batch)
+            if on_batch is not None:
+                await on_batch(handled)
 
-    async def _apply(self, batch: list[RecordedEvent]) -> None:
+    async def _apply(self, batch: list[RecordedEvent]) -> int:
         projection, codec = self.projection, self._codec
         counted = 0
 
@@ -212,6 +227,7 @@ class ProjectionRunner:
         self.status.events_applied += counted
         async with self._progress:
             self._progress.notify_all()
+        return counted
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until this runner's checkpoint reaches ``position``; False on timeout."""

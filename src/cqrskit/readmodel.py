@@ -124,11 +124,13 @@ class ReadStore(Protocol):
         order_by: Sequence[str] = (),
         after: Sequence[Any] | None = None,
         limit: int | None = None,
+        descending: bool = False,
     ) -> list[Row]:
-        """Rows whose columns equal ``where``, ordered by ``order_by`` (ascending).
+        """Rows whose columns equal ``where``, ordered by ``order_by`` (ascending, or
+        descending on every column with ``descending``).
 
         ``after`` continues a keyset pagination: only rows whose ``order_by`` values come
-        strictly after it are returned.
+        strictly after it in that order are returned.
         """
         ...
 

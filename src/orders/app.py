@@ -7,10 +7,8 @@ state. Only this module chooses a backend (by URL) and touches it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,13 +22,17 @@ from cqrskit import (
     EventSource,
     Metadata,
     Projection,
+    ProjectionReport,
     ProjectionRunner,
     RecordedEvent,
+    Supervisor,
     UndecodableEvent,
     UnknownEventType,
     tracing,
 )
 from cqrskit.backends import open_backend
+from cqrskit.feed import EventFeed, FeedSubscription
+from cqrskit.live import LiveQueries
 from orders.domain import (
     EVENT_TYPES,
     UPCASTERS,
@@ -41,14 +43,13 @@ from orders.domain import (
     stream_id,
 )
 from orders.errors import ConsistencyTimeout, OrderNotFound, UnknownProjection
+from orders.live import OrderSubscriptions
 from orders.projections import PROJECTIONS
 from orders.queries import OrderQueries
 
 __all__ = [
     "DEFAULT_DB_URL",
-    "LAG_CAP",
     "OrdersApp",
-    "ProjectionLag",
     "RebuildProgress",
     "Settings",
     "assemble_app",
@@ -57,8 +58,6 @@ __all__ = [
 ]
 
 DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
-#: lag in events is counted by reading at most this many unapplied events
-LAG_CAP = 10_000
 #: ``on_progress(projection, done, total)`` during a rebuild, in units of the log's span
 RebuildProgress = Callable[[str, int, int], Awaitable[None]]
 
@@ -107,18 +106,6 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class ProjectionLag:
-    """A projection's checkpoint and how far behind the event store it is."""
-
-    name: str
-    position: int
-    head: int
-    running: bool | None  # None: the projections run in another process
-    lag_events: int
-    lag_seconds: float
-
-
 @dataclass
 class OrdersApp:
     """The wired application: command handling, projections and queries over one backend."""
@@ -129,9 +116,17 @@ class OrdersApp:
     commands: CommandHandler
     queries: OrderQueries
     runners: tuple[ProjectionRunner, ...]
+    supervisor: Supervisor
+    #: the event log followed once for every live subscriber (SSE clients, live queries)
+    feed: EventFeed
+    #: subscription queries: the queries' answers, again each time the read model changes them
+    subscriptions: OrderSubscriptions = field(init=False)
     #: closed after the backend, last opened first (a node's JetStream connection, ...)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        live = LiveQueries(self.feed, self.wait_for_position)
+        self.subscriptions = OrderSubscriptions(live, self.queries)
 
     # -- commands --
 
@@ -169,6 +164,13 @@ class OrdersApp:
         """Up to ``limit`` events of the whole log after global position ``after``."""
         return await self.backend.events.read_all(after, limit)
 
+    def subscribe_events(
+        self, after: int | None = None, *, buffer: int | None = None
+    ) -> contextlib.AbstractAsyncContextManager[FeedSubscription]:
+        """The global event log after ``after`` (``None``: from now on), then live; see
+        :meth:`cqrskit.feed.EventFeed.subscribe`."""
+        return self.feed.subscribe(after, buffer=buffer)
+
     def read_current(self, recorded: RecordedEvent) -> RecordedEvent | None:
         """A stored event as this release reads it (upcast from an earlier shape or name),
         or None when this release cannot read it (an unknown type, no upcaster for its shape,
@@ -194,29 +196,11 @@ class OrdersApp:
     def projection_names(self) -> tuple[str, ...]:
         return tuple(runner.projection.name for runner in self.runners)
 
-    async def projection_lags(self, *, in_process: bool) -> list[ProjectionLag]:
-        """Checkpoint, unapplied events (up to :data:`LAG_CAP`) and age of the oldest unapplied
-        event, for each projection. Reads checkpoints from the read store, so it is right also
-        when a separate worker runs the projections (``in_process=False``).
-
-        Positions need not be dense (PostgreSQL), so lag in events is counted, not subtracted.
-        """
-        head = await self.head_position()
-        lags = []
-        pending: dict[int, tuple[int, float]] = {}
-        for runner in self.runners:
-            name = runner.projection.name
-            position = await self.backend.read.checkpoint(name)
-            if position not in pending:
-                unapplied = await self.backend.events.read_all(position, LAG_CAP)
-                age = time.time() - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
-                pending[position] = (len(unapplied), max(0.0, age))
-            count, age = pending[position]
-            # Alive, not necessarily applying: a runner standing by for another process's
-            # lease (PostgreSQL) is as ready as the one holding it.
-            running = self.projections_running if in_process else None
-            lags.append(ProjectionLag(name, position, head, running, count, age))
-        return lags
+    async def projections(self) -> list[ProjectionReport]:
+        """Each projection's state, checkpoint, head and lag (see
+        :meth:`cqrskit.supervision.Supervisor.report`); right also when a separate worker runs
+        the projections (they are then reported as ``external``)."""
+        return await self.supervisor.report()
 
     async def setup_read_model(self) -> None:
         """Create the read-model tables and load the projections' checkpoints."""
@@ -263,29 +247,15 @@ class OrdersApp:
                 await on_progress(name, span, span)
 
     def start_projections(self) -> None:
-        """Run the projections in the background (catch up, then follow) until :meth:`close`."""
-        for runner in self.runners:
-            task = asyncio.create_task(runner.run(), name=f"projection:{runner.projection.name}")
-            self._tasks.append(task)
-
-    @property
-    def projections_running(self) -> bool:
-        return bool(self._tasks) and all(not task.done() for task in self._tasks)
+        """Run the projections in the background, restarted when they fail, until
+        :meth:`close` (see :class:`cqrskit.supervision.Supervisor`)."""
+        self.supervisor.start()
 
     async def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
-        """Wait until every projection has applied events up to ``position``.
-
-        A projection running in this process wakes the wait as soon as it commits a batch; one
-        running elsewhere (an ``orders project`` worker, another process holding its lease) is
-        followed through the checkpoint stored in the read store. Returns False when
-        ``timeout`` (default: the configured consistency timeout) runs out first.
-        """
+        """Wait until every projection has applied events up to ``position``, wherever it
+        runs; False when ``timeout`` (default: the configured consistency timeout) runs out."""
         timeout = self.settings.consistency_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        for runner in self.runners:
-            if not await self._wait_for_runner(runner, position, deadline):
-                return False
-        return True
+        return await self.supervisor.wait_for_position(position, timeout)
 
     async def read_your_writes(self, position: int) -> None:
         """Wait until the read model includes the write at ``position`` (a consistency token);
@@ -294,37 +264,15 @@ class OrdersApp:
         if not await self.wait_for_position(position, timeout):
             raise ConsistencyTimeout(position, timeout)
 
-    async def _wait_for_runner(
-        self, runner: ProjectionRunner, position: int, deadline: float
-    ) -> bool:
-        # A runner working in this process knows its checkpoint without a query; any other
-        # (a standby waiting for the lease, a worker elsewhere) is polled in the read store.
-        pause = 0.001
-        while True:
-            remaining = deadline - time.monotonic()
-            if runner.status.running:
-                if await runner.wait_for(position, max(0.0, min(remaining, 0.05))):
-                    return True
-            elif await self.backend.read.checkpoint(runner.projection.name) >= position:
-                return True
-            else:
-                await asyncio.sleep(max(0.0, min(pause, remaining)))
-                pause = min(pause * 2, 0.05)
-            if time.monotonic() >= deadline:
-                return False
-
     async def stop_projections(self) -> None:
         """Stop the background projections; a batch in flight commits or rolls back whole."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self.supervisor.stop()
 
     async def close(self) -> None:
-        """Stop background projections and close the backend (and what else it opened)."""
+        """Stop background projections and the event feed, and close the backend (and what
+        else it opened)."""
         await self.stop_projections()
+        await self.feed.close()
         await self.backend.close()
         for close in reversed(self.closers):
             await close()
@@ -364,7 +312,11 @@ async def assemble_app(
         )
         for projection in projections
     )
-    app = OrdersApp(settings, backend, codec, commands, OrderQueries(backend.read), runners)
+    supervisor = Supervisor(backend.events, backend.read, runners)
+    feed = EventFeed(backend.events)
+    app = OrdersApp(
+        settings, backend, codec, commands, OrderQueries(backend.read), runners, supervisor, feed
+    )
     app.closers.extend(closers)
     await app.setup_read_model()
     return app

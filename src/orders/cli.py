@@ -30,11 +30,12 @@ from cqrskit import (
     StoreUnavailable,
     StreamNotFound,
 )
+from cqrskit.supervision import LAG_CAP
 from cqrskit.tracing import configure_tracing
 from cqrskit.urls import redact
 from orders import render
 from orders.app import OrdersApp, Settings
-from orders.demo import DemoNeedsEmptyStore, play_demo
+from orders.demo import DEMO_COMMANDS, DemoNeedsEmptyStore, play_demo
 from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
 from orders.logs import configure_logging
@@ -255,22 +256,21 @@ def list_orders(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List a customer's orders (--customer) or the orders in a status (--status)."""
-    if (customer is None) == (status is None):
-        _fail("give exactly one of --customer or --status", EXIT_INVALID)
+    """List the orders, oldest first: all of them, or a customer's (--customer) and/or those
+    in a status (--status)."""
     if status is not None and status not in ("draft", "submitted"):
         _fail(f"status must be draft or submitted, got {status!r}", EXIT_INVALID)
 
     async def work(orders_app: OrdersApp) -> None:
         await orders_app.catch_up()
-        queries = orders_app.queries
+        page = await orders_app.queries.list_orders(
+            status=status, customer_id=customer, limit=limit, cursor=cursor
+        )
+        title = "Orders"
         if customer is not None:
-            page = await queries.orders_by_customer(customer, limit=limit, cursor=cursor)
-            title = f"Orders for {customer}"
-        else:
-            assert status is not None
-            page = await queries.orders_by_status(status, limit=limit, cursor=cursor)
-            title = f"Orders in status {status}"
+            title += f" for {customer}"
+        if status is not None:
+            title += f" in status {status}"
         if as_json:
             _print_json(page)
             return
@@ -371,9 +371,16 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
     """Each projection's checkpoint and how far it is behind the event store."""
 
     async def work(orders_app: OrdersApp) -> list[dict[str, Any]]:
-        lags = await orders_app.projection_lags(in_process=False)
+        reports = await orders_app.projections()
         return [
-            {"projection": lag.name, "position": lag.position, "head": lag.head} for lag in lags
+            {
+                "projection": report.name,
+                "position": report.checkpoint,
+                "head": report.head,
+                "lag_events": report.lag_events,
+                "lag_seconds": report.lag_seconds,
+            }
+            for report in reports
         ]
 
     rows = run_with_app(db, work)
@@ -384,7 +391,8 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
     for column in ("projection", "checkpoint", "head", "behind"):
         table.add_column(column, justify="left" if column == "projection" else "right")
     for row in rows:
-        behind = "up to date" if row["position"] >= row["head"] else "yes"
+        lag = row["lag_events"]
+        behind = "up to date" if lag == 0 else f"{lag}{'+' if lag >= LAG_CAP else ''} events"
         table.add_row(row["projection"], str(row["position"]), str(row["head"]), behind)
     render.console().print(table)
 
@@ -439,6 +447,10 @@ def serve(
             "--no-projections", help="Only serve; run the projections with `orders project`."
         ),
     ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="Start with the seed's demo orders if the store is empty."),
+    ] = False,
     nats: NatsOption = None,
     stream: StreamOption = None,
     read_db: Annotated[
@@ -457,20 +469,22 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the HTTP service (docs at /docs) until SIGINT/SIGTERM; projections run beside it."""
+    """Run the HTTP service (dashboard at /, API docs at /docs) until SIGINT/SIGTERM; the
+    projections run beside it."""
     from orders.http import server  # the web stack is loaded only to serve
 
     configure_logging()
     settings = Settings.from_env(
         db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name
     )
-    run_with_app(
-        db,
-        lambda orders_app: server.serve(
-            orders_app, host=host, port=port, run_projections=not no_projections
-        ),
-        settings=settings,
-    )
+
+    async def work(orders_app: OrdersApp) -> None:
+        if demo and await orders_app.head_position() == 0:
+            for command in DEMO_COMMANDS:
+                await orders_app.send(command)
+        await server.serve(orders_app, host=host, port=port, run_projections=not no_projections)
+
+    run_with_app(db, work, settings=settings)
 
 
 @app.command()

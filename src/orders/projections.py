@@ -45,7 +45,11 @@ ORDERS = Table(
         Column("submitted_at", TIMESTAMP, nullable=True),
     ),
     key=("order_id",),
-    indexes=(("customer_id", "created_at", "order_id"), ("status", "created_at", "order_id")),
+    indexes=(
+        ("customer_id", "created_at", "order_id"),
+        ("status", "created_at", "order_id"),
+        ("created_at", "order_id"),  # every order, oldest first
+    ),
 )
 
 ORDER_TOTALS = Table(

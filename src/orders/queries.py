@@ -87,6 +87,21 @@ class OrderQueries:
     ) -> OrderPage:
         return await self._page({"status": status}, limit, cursor)
 
+    async def list_orders(
+        self,
+        *,
+        status: str | None = None,
+        customer_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> OrderPage:
+        """Orders oldest first (or ``newest_first``), all of them or those in ``status``
+        and/or of ``customer_id``."""
+        where = {"status": status, "customer_id": customer_id}
+        conditions = {k: v for k, v in where.items() if v is not None}
+        return await self._page(conditions, limit, cursor, descending=newest_first)
+
     async def daily_stats(self) -> list[DailyStats]:
         rows = await self._read.find(DAILY_STATS, order_by=("day",))
         return [
@@ -108,7 +123,9 @@ class OrderQueries:
             average_order_value=average(revenue, total),
         )
 
-    async def _page(self, where: dict[str, Any], limit: int, cursor: str | None) -> OrderPage:
+    async def _page(
+        self, where: dict[str, Any], limit: int, cursor: str | None, *, descending: bool = False
+    ) -> OrderPage:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidQuery(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         rows = await self._read.find(
@@ -117,6 +134,7 @@ class OrderQueries:
             order_by=("created_at", "order_id"),
             after=_decode_cursor(cursor) if cursor else None,
             limit=limit + 1,
+            descending=descending,
         )
         more = len(rows) > limit
         rows = rows[:limit]

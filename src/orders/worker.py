@@ -4,7 +4,6 @@ beside services started with ``orders serve --no-projections``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -17,8 +16,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def project(orders_app: OrdersApp) -> None:
-    """Run the projections until SIGINT or SIGTERM (or until one of them stops on an error;
-    closing ``orders_app`` then raises that error)."""
+    """Run the projections until SIGINT or SIGTERM. A projection that fails is restarted
+    with a backoff (see :class:`cqrskit.Supervisor`), so the worker outlives store outages."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _SIGNALS:
@@ -26,10 +25,8 @@ async def project(orders_app: OrdersApp) -> None:
     try:
         orders_app.start_projections()
         log.info("projections running: %s", ", ".join(orders_app.projection_names))
-        while orders_app.projections_running and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        log.info("stopping projections" if stop.is_set() else "a projection stopped")
+        await stop.wait()
+        log.info("stopping projections")
     finally:
         for sig in _SIGNALS:
             loop.remove_signal_handler(sig)

@@ -13,6 +13,7 @@ import uvicorn
 
 from orders.app import Settings, build_app
 from orders.http.server import build_server
+from orders.http.sse import StreamSettings
 
 
 def free_port() -> int:
@@ -46,6 +47,7 @@ class ServerThread:
 
     settings: Settings
     run_projections: bool = True
+    stream_settings: StreamSettings | None = None
     sock: socket.socket = field(default_factory=listening_socket)
     error: BaseException | None = None
     _server: uvicorn.Server | None = None
@@ -109,6 +111,7 @@ class ServerThread:
                 port=self.port,
                 projections_in_process=self.run_projections,
                 graceful_timeout=10,
+                stream_settings=self.stream_settings,
             )
             await self._server.serve(sockets=[self.sock])
         finally:

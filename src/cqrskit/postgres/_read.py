@@ -172,12 +172,13 @@ class PostgresReadStore:
         order_by: Sequence[str] = (),
         after: Sequence[Any] | None = None,
         limit: int | None = None,
+        descending: bool = False,
     ) -> list[Row]:
         conditions = dict(where or {})
         nulls = tuple(name for name, value in conditions.items() if value is None)
         equal = tuple(name for name, value in conditions.items() if value is not None)
         keyset = after is not None and bool(order_by)
-        query = self._query("find", table, equal, nulls, tuple(order_by), keyset)
+        query = self._query("find", table, equal, nulls, tuple(order_by), keyset, descending)
         params: list[Any] = [dump(table, name, conditions[name]) for name in equal]
         if keyset:
             assert after is not None

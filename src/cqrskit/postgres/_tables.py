@@ -136,18 +136,24 @@ def _find(
     nulls: tuple[str, ...],
     order_by: tuple[str, ...],
     keyset: bool,
+    descending: bool = False,
 ) -> sql.Composed:
     conditions = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in equal]
     conditions += [sql.SQL("{} IS NULL").format(sql.Identifier(name)) for name in nulls]
     if keyset:
         placeholders = sql.SQL(", ").join(sql.Placeholder() for _ in order_by)
-        conditions.append(sql.SQL("({}) > ({})").format(_names(order_by), placeholders))
+        compare = sql.SQL("<" if descending else ">")
+        conditions.append(sql.SQL("({}) {} ({})").format(_names(order_by), compare, placeholders))
     where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
+    direction = sql.SQL(" DESC" if descending else "")
+    ordering = sql.SQL(", ").join(
+        sql.SQL("{}{}").format(sql.Identifier(name), direction) for name in order_by or table.key
+    )
     return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
         _names(table.column_names),
         sql.Identifier(table.name),
         where,
-        _names(order_by or table.key),
+        ordering,
     )
 
 

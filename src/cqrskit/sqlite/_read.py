@@ -149,18 +149,23 @@ class _TableSql:
         }
 
     def find(
-        self, where: Mapping[str, Any], order_by: Sequence[str], after: bool, limit: bool
+        self,
+        where: Mapping[str, Any],
+        order_by: Sequence[str],
+        after: bool,
+        limit: bool,
+        descending: bool = False,
     ) -> str:
         """The SQL of a :meth:`SqliteReadStore.find` call of this shape (cached)."""
         nulls = tuple(value is None for value in where.values())
-        shape = (tuple(where), nulls, tuple(order_by), after, limit)
+        shape = (tuple(where), nulls, tuple(order_by), after, limit, descending)
         sql = self.finds.get(shape)
         if sql is None:
             sql = self.finds[shape] = self._find_sql(shape)
         return sql
 
     def _find_sql(self, shape: tuple[Any, ...]) -> str:
-        where, nulls, order_by, after, limit = shape
+        where, nulls, order_by, after, limit, descending = shape
         for name in (*where, *order_by):
             if name not in self.encoders:
                 raise ValueError(f"table {self.table.name!r} has no column {name!r}")
@@ -171,12 +176,13 @@ class _TableSql:
         ordering = ", ".join(_quote(name) for name in order_by)
         if after and order_by:
             marks = ", ".join("?" for _ in order_by)
-            conditions.append(f"({ordering}) > ({marks})")
+            conditions.append(f"({ordering}) {'<' if descending else '>'} ({marks})")
         sql = self.select
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         if order_by:
-            sql += f" ORDER BY {ordering}"
+            direction = " DESC" if descending else ""
+            sql += " ORDER BY " + ", ".join(f"{_quote(name)}{direction}" for name in order_by)
         if limit:
             sql += " LIMIT ?"
         return sql
@@ -295,10 +301,11 @@ class SqliteReadStore:
         order_by: Sequence[str] = (),
         after: Sequence[Any] | None = None,
         limit: int | None = None,
+        descending: bool = False,
     ) -> list[Row]:
         sql = self._sql(table)
         where = where or {}
-        statement = sql.find(where, order_by, after is not None, limit is not None)
+        statement = sql.find(where, order_by, after is not None, limit is not None, descending)
         parameters = [sql.encode(name, value) for name, value in where.items() if value is not None]
         if after is not None and order_by:
             if len(after) != len(order_by):

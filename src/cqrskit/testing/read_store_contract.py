@@ -308,6 +308,35 @@ async def test_keyset_pagination_visits_every_row_once_in_order(backend: Backend
     assert visited == sorted(rows, key=lambda row: (row["rank"], row["item_id"]))
 
 
+async def test_descending_keyset_pagination_visits_every_row_once_newest_first(
+    backend: Backend,
+) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+    rows = [_row(tenant, n, rank=random.randrange(5)) for n in range(23)]
+    await _put_rows(store, projection, rows)
+    order_by = ("rank", "item_id")
+    visited: list[Row] = []
+    sizes: list[int] = []
+    after: list[Any] | None = None
+    while True:
+        page = await store.find(
+            ITEMS,
+            where={"tenant": tenant},
+            order_by=order_by,
+            after=after,
+            limit=5,
+            descending=True,
+        )
+        if not page:
+            break
+        sizes.append(len(page))
+        visited.extend(page)
+        after = [page[-1][name] for name in order_by]
+    assert sizes == [5, 5, 5, 5, 3]
+    assert visited == sorted(rows, key=lambda row: (row["rank"], row["item_id"]), reverse=True)
+
+
 async def test_json_and_timestamp_values_round_trip(backend: Backend) -> None:
     tenant, projection = _names()
     store = await _ready(backend)

@@ -11,12 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from orders.app import OrdersApp
-from orders.http import commands, operations, queries
+from orders.http import commands, operations, queries, streams
 from orders.http.access import RequestLog
 from orders.http.jsonbody import BodyLimit
 from orders.http.metrics import Metrics
+from orders.http.pages import install_pages
 from orders.http.problems import install
 from orders.http.service import Service
+from orders.http.sse import StreamMetrics, Streams, StreamSettings
 from orders.http.tracing import TraceRequests
 
 __all__ = [
@@ -43,23 +45,39 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
     return api.openapi_schema
 
 
-def create_api(orders_app: OrdersApp, *, projections_in_process: bool = True) -> FastAPI:
+def create_api(
+    orders_app: OrdersApp,
+    *,
+    projections_in_process: bool = True,
+    stream_settings: StreamSettings | None = None,
+) -> FastAPI:
     """The FastAPI application serving ``orders_app``.
 
     It neither starts nor stops ``orders_app`` (nor its projections): its owner does, see
     :func:`orders.http.server.serve`. ``projections_in_process`` tells readiness whether the
-    projections are expected to run in this process or in a separate ``orders project`` worker.
+    projections are expected to run in this process or in a separate ``orders project`` worker;
+    ``stream_settings`` how the live routes write (heartbeats, batching, buffers).
     """
     api = FastAPI(
         title="Orders",
         version="1.0.0",
         description="The Orders service: CQRS + event sourcing on cqrskit. "
         "See docs/http.md for consistency tokens, idempotency and errors.",
+        docs_url=None,  # served by orders.http.pages, with the assets shipped in the package
+        redoc_url=None,
     )
-    service = Service(orders_app, Metrics(orders_app), projections_in_process)
+    service = Service(
+        orders_app,
+        Metrics(orders_app),
+        projections_in_process,
+        Streams(stream_settings or StreamSettings()),
+    )
     api.state.service = service
-    for routes in (commands, queries, operations):
+    service.metrics.registry.register(StreamMetrics(service.streams))
+    # The live routes first: /live/orders must not be taken for an order called "live".
+    for routes in (streams, commands, queries, operations):
         api.include_router(routes.router)
+    install_pages(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     install(api)
     api.add_middleware(BodyLimit)

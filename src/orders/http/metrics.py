@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orders.app import LAG_CAP, OrdersApp, ProjectionLag
+from cqrskit import ProjectionReport, ProjectionState
+from cqrskit.supervision import LAG_CAP
+from orders.app import OrdersApp
 
 __all__ = ["Metrics"]
 
@@ -29,6 +31,39 @@ class _RetriesCollector(Collector):
         )
         family.add_metric([], self._app.command_retries)
         yield family
+
+
+class _SupervisionCollector(Collector):
+    """What the supervisor knows without asking the store, so that it is there during an
+    outage too (when restarts happen)."""
+
+    def __init__(self, orders_app: OrdersApp) -> None:
+        self._app = orders_app
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            "cqrskit_projection_restarts",
+            "Restarts of each projection after it stopped on an error, in this process.",
+            labels=["projection"],
+        )
+        state = GaugeMetricFamily(
+            "cqrskit_projection_state",
+            "1 for the state each projection is in: " + ", ".join(ProjectionState) + ".",
+            labels=["projection", "state"],
+        )
+        running = GaugeMetricFamily(
+            "cqrskit_projection_running",
+            "1 when the projection is alive in this process (running, catching up or standing"
+            " by for its lease), 0 when backing off or stopped (absent: run elsewhere).",
+            labels=["projection"],
+        )
+        for report in self._app.supervisor.status():
+            restarts.add_metric([report.name], report.restarts)
+            for each in ProjectionState:
+                state.add_metric([report.name, each.value], 1 if report.state is each else 0)
+            if report.state is not ProjectionState.EXTERNAL:
+                running.add_metric([report.name], 1 if report.state.ready else 0)
+        yield from (restarts, state, running)
 
 
 class Metrics:
@@ -75,21 +110,15 @@ class Metrics:
             ["projection"],
             registry=registry,
         )
-        self.running = Gauge(
-            "cqrskit_projection_running",
-            "1 when the projection runs in this process, 0 when stopped (absent: external).",
-            ["projection"],
-            registry=registry,
-        )
         registry.register(_RetriesCollector(orders_app))
+        registry.register(_SupervisionCollector(orders_app))
 
-    def observe_projections(self, lags: list[ProjectionLag]) -> None:
-        for lag in lags:
-            self.position.labels(lag.name).set(lag.position)
-            self.lag_events.labels(lag.name).set(lag.lag_events)
-            self.lag_seconds.labels(lag.name).set(lag.lag_seconds)
-            if lag.running is not None:
-                self.running.labels(lag.name).set(1 if lag.running else 0)
+    def observe_projections(self, reports: list[ProjectionReport]) -> None:
+        """Record the store figures of :meth:`cqrskit.Supervisor.report`."""
+        for report in reports:
+            self.position.labels(report.name).set(report.checkpoint)
+            self.lag_events.labels(report.name).set(report.lag_events or 0)
+            self.lag_seconds.labels(report.name).set(report.lag_seconds or 0.0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -240,10 +240,21 @@ class EventsOut(BaseModel):
 
 class ProjectionOut(BaseModel):
     name: str
-    position: str
-    running: bool | None = Field(description="null when projections run in another process")
-    lag_events: int = Field(description="events not yet applied (counted up to a cap)")
-    lag_seconds: float
+    state: Literal[
+        "running", "catching_up", "standing_by", "backing_off", "stopped", "external"
+    ] = Field(description="what the projection is doing in this process (external: run elsewhere)")
+    position: str = Field(description="the checkpoint: the global position applied up to")
+    head: str | None = Field(description="the event store's head (null: the store is unreachable)")
+    running: bool | None = Field(
+        description="alive in this process (running, catching up or standing by for its lease);"
+        " null when projections run in another process"
+    )
+    lag_events: int | None = Field(description="events not yet applied (counted up to a cap)")
+    lag_seconds: float | None = Field(description="age of the oldest event not yet applied")
+    events_per_second: float = Field(description="applied by this process, last 10 s")
+    restarts: int = Field(description="restarts after an error, in this process")
+    last_error: str | None = Field(description="the error that last stopped it in this process")
+    retry_in: float | None = Field(description="seconds until its next restart (backing off)")
 
 
 class ReadyOut(BaseModel):
@@ -251,6 +262,7 @@ class ReadyOut(BaseModel):
     store: Literal["reachable", "unreachable"]
     projections_mode: Literal["in-process", "external"]
     projections: list[ProjectionOut]
+    reasons: list[str] = Field(description="why the service is not ready (empty when it is)")
 
 
 class HealthOut(BaseModel):

@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from cqrskit import ProjectionReport, ProjectionState
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
 from orders.http.service import ServiceDep
@@ -24,7 +25,8 @@ router = APIRouter(route_class=DecimalJSONRoute)
 
 @router.get("/healthz", response_model=models.HealthOut, tags=["operations"])
 async def healthz() -> models.HealthOut:
-    """The process is alive (it checks nothing else)."""
+    """Liveness: the process runs and its event loop answers. It checks nothing else: a
+    restart would not end a store outage, and failed projections restart by themselves."""
     return models.HealthOut(status="ok")
 
 
@@ -35,37 +37,51 @@ async def healthz() -> models.HealthOut:
     tags=["operations"],
 )
 async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
-    """Ready to serve: the store answers and the projections run; with their lag."""
+    """Readiness: 200 when the store answers (within 2 s) and every projection this process
+    runs is alive (running, catching up, or standing by for another process's lease); else
+    503, with the reasons. Each projection's state, checkpoint, head and lag."""
     mode: Literal["in-process", "external"] = (
         "in-process" if service.projections_in_process else "external"
     )
+    supervisor = service.app.supervisor
+    reasons = []
     try:
-        lags = await asyncio.wait_for(
-            service.app.projection_lags(in_process=service.projections_in_process),
-            READY_TIMEOUT,
-        )
+        reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
+        store: Literal["reachable", "unreachable"] = "reachable"
     except Exception as error:  # any failure to reach the store means "not ready"
         log.warning("readiness check failed: %s", error)
-        response.status_code = 503
-        return models.ReadyOut(
-            ready=False, store="unreachable", projections_mode=mode, projections=[]
-        )
-    ready = all(lag.running is not False for lag in lags)
-    response.status_code = 200 if ready else 503
+        reports, store = supervisor.status(), "unreachable"
+        reasons.append(f"the store did not answer within {READY_TIMEOUT:g} s: {error}")
+    for report in reports:
+        if not report.state.ready:
+            cause = f" ({report.last_error})" if report.last_error else ""
+            reasons.append(f"projection {report.name} is {report.state.value}{cause}")
+        elif service.projections_in_process and report.state is ProjectionState.EXTERNAL:
+            reasons.append(f"projection {report.name} should run in this process: not started")
+    response.status_code = 503 if reasons else 200
     return models.ReadyOut(
-        ready=ready,
-        store="reachable",
+        ready=not reasons,
+        store=store,
         projections_mode=mode,
-        projections=[
-            models.ProjectionOut(
-                name=lag.name,
-                position=str(lag.position),
-                running=lag.running,
-                lag_events=lag.lag_events,
-                lag_seconds=round(lag.lag_seconds, 3),
-            )
-            for lag in lags
-        ],
+        projections=[_projection_out(report) for report in reports],
+        reasons=reasons,
+    )
+
+
+def _projection_out(report: ProjectionReport) -> models.ProjectionOut:
+    external = report.state is ProjectionState.EXTERNAL
+    return models.ProjectionOut(
+        name=report.name,
+        state=report.state.value,
+        position=str(report.checkpoint),
+        head=None if report.head is None else str(report.head),
+        running=None if external else report.state.ready,
+        lag_events=report.lag_events,
+        lag_seconds=None if report.lag_seconds is None else round(report.lag_seconds, 3),
+        events_per_second=round(report.events_per_second, 1),
+        restarts=report.restarts,
+        last_error=report.last_error,
+        retry_in=None if report.retry_in is None else round(report.retry_in, 3),
     )
 
 
@@ -78,12 +94,9 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics (text format)."""
     try:
-        lags = await asyncio.wait_for(
-            service.app.projection_lags(in_process=service.projections_in_process),
-            READY_TIMEOUT,
-        )
+        reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
     except Exception as error:  # scraping must not fail because the store is down
         log.warning("projection metrics unavailable: %s", error)
     else:
-        service.metrics.observe_projections(lags)
+        service.metrics.observe_projections(reports)
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

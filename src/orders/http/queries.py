@@ -22,9 +22,18 @@ from orders.http.service import (
     problem_responses,
 )
 from orders.money import format_amount
-from orders.queries import MAX_PAGE, OrderPage, OrderView
+from orders.queries import MAX_PAGE, DailyStats, DashboardStats, OrderPage, OrderView
 
-__all__ = ["router"]
+__all__ = [
+    "Cursor",
+    "Limit",
+    "Order",
+    "daily_out",
+    "dashboard_out",
+    "order_out",
+    "page_out",
+    "router",
+]
 
 router = APIRouter(route_class=DecimalJSONRoute)
 
@@ -38,7 +47,7 @@ async def _read_your_writes(service: Service, token: str | None) -> None:
         await service.app.read_your_writes(int(token))
 
 
-def _order_out(view: OrderView) -> models.OrderOut:
+def order_out(view: OrderView) -> models.OrderOut:
     return models.OrderOut(
         order_id=view.order_id,
         customer_id=view.customer_id,
@@ -55,6 +64,9 @@ def _order_out(view: OrderView) -> models.OrderOut:
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="orders per page")]
+Order = Annotated[
+    Literal["oldest", "newest"], Query(description="oldest first (the default) or newest first")
+]
 Cursor = Annotated[
     str | None,
     Query(max_length=400, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor of a page"),
@@ -76,7 +88,7 @@ async def get_order(
     view = await service.app.queries.get_order(order_id)
     if view is None:
         raise OrderNotFound(order_id)
-    return _order_out(view)
+    return order_out(view)
 
 
 @router.get(
@@ -95,7 +107,7 @@ async def orders_by_customer(
     """A customer's orders, oldest first, one page at a time."""
     await _read_your_writes(service, token)
     page = await service.app.queries.orders_by_customer(customer_id, limit=limit, cursor=cursor)
-    return _page_out(page)
+    return page_out(page)
 
 
 @router.get(
@@ -104,17 +116,28 @@ async def orders_by_customer(
     responses=QUERY_ERRORS,
     tags=["queries"],
 )
-async def orders_by_status(
-    status: Annotated[Literal["draft", "submitted"], Query()],
+async def list_orders(
     service: ServiceDep,
+    status: Annotated[Literal["draft", "submitted"] | None, Query()] = None,
+    customer_id: Annotated[
+        str | None, Query(max_length=models.MAX_TEXT, pattern=models.TEXT_PATTERN)
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
+    order: Order = "oldest",
     token: ConsistencyToken = None,
 ) -> models.OrderPageOut:
-    """The orders in a status, oldest first, one page at a time."""
+    """Every order, or those in a status and/or of a customer: oldest (or newest) first, one
+    page at a time."""
     await _read_your_writes(service, token)
-    page = await service.app.queries.orders_by_status(status, limit=limit, cursor=cursor)
-    return _page_out(page)
+    page = await service.app.queries.list_orders(
+        status=status,
+        customer_id=customer_id,
+        limit=limit,
+        cursor=cursor,
+        newest_first=order == "newest",
+    )
+    return page_out(page)
 
 
 @router.get(
@@ -128,14 +151,7 @@ async def dashboard_stats(
 ) -> models.DashboardOut:
     """Totals over every order: count, revenue, drafts, submitted, average order value."""
     await _read_your_writes(service, token)
-    stats = await service.app.queries.dashboard_stats()
-    return models.DashboardOut(
-        total_orders=stats.total_orders,
-        total_revenue=format_amount(stats.total_revenue),
-        draft_orders=stats.draft_orders,
-        submitted_orders=stats.submitted_orders,
-        average_order_value=format_amount(stats.average_order_value),
-    )
+    return dashboard_out(await service.app.queries.dashboard_stats())
 
 
 @router.get(
@@ -147,13 +163,7 @@ async def dashboard_stats(
 async def daily_stats(service: ServiceDep, token: ConsistencyToken = None) -> models.DailyStatsOut:
     """Submitted orders and revenue per UTC day of submission."""
     await _read_your_writes(service, token)
-    days = await service.app.queries.daily_stats()
-    return models.DailyStatsOut(
-        days=[
-            models.DayOut(date=d.date, count=d.count, revenue=format_amount(d.revenue))
-            for d in days
-        ]
-    )
+    return daily_out(await service.app.queries.daily_stats())
 
 
 @router.get(
@@ -202,7 +212,26 @@ def _current_out(current: RecordedEvent | None) -> models.CurrentEventOut | None
     )
 
 
-def _page_out(page: OrderPage) -> models.OrderPageOut:
+def dashboard_out(stats: DashboardStats) -> models.DashboardOut:
+    return models.DashboardOut(
+        total_orders=stats.total_orders,
+        total_revenue=format_amount(stats.total_revenue),
+        draft_orders=stats.draft_orders,
+        submitted_orders=stats.submitted_orders,
+        average_order_value=format_amount(stats.average_order_value),
+    )
+
+
+def daily_out(days: list[DailyStats]) -> models.DailyStatsOut:
+    return models.DailyStatsOut(
+        days=[
+            models.DayOut(date=d.date, count=d.count, revenue=format_amount(d.revenue))
+            for d in days
+        ]
+    )
+
+
+def page_out(page: OrderPage) -> models.OrderPageOut:
     return models.OrderPageOut(
-        orders=[_order_out(view) for view in page.orders], next_cursor=page.next_cursor
+        orders=[order_out(view) for view in page.orders], next_cursor=page.next_cursor
     )

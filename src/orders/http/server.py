@@ -13,13 +13,14 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
 
 from orders.app import OrdersApp
 from orders.http.api import create_api
+from orders.http.sse import StreamSettings
 
 __all__ = ["OrdersServer", "build_server", "serve"]
 
@@ -32,6 +33,12 @@ class OrdersServer(uvicorn.Server):
     the port may have been chosen by the system)."""
 
     announce = False
+    #: called when shutdown begins, before uvicorn waits for open responses to finish
+    on_shutdown: Callable[[], None] = staticmethod(lambda: None)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()  # ends the event streams, which would never finish by themselves
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -41,7 +48,11 @@ class OrdersServer(uvicorn.Server):
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                print(f"Orders is serving on http://{shown}:{port}/ (API docs: /docs)", flush=True)
+                print(
+                    f"Orders is serving on http://{shown}:{port}/ "
+                    "(live dashboard; API docs: /docs)",
+                    flush=True,
+                )
                 return
 
 
@@ -52,9 +63,12 @@ def build_server(
     port: int = 8000,
     projections_in_process: bool = True,
     graceful_timeout: int = 30,
+    stream_settings: StreamSettings | None = None,
 ) -> OrdersServer:
     """A uvicorn server for the API over ``orders_app`` (not started)."""
-    api = create_api(orders_app, projections_in_process=projections_in_process)
+    api = create_api(
+        orders_app, projections_in_process=projections_in_process, stream_settings=stream_settings
+    )
     config = uvicorn.Config(
         api,
         host=host,
@@ -65,7 +79,9 @@ def build_server(
         timeout_graceful_shutdown=graceful_timeout,
         server_header=False,
     )
-    return OrdersServer(config)
+    server = OrdersServer(config)
+    server.on_shutdown = api.state.service.streams.close
+    return server
 
 
 async def serve(

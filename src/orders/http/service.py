@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
 
 from orders.app import OrdersApp
 from orders.http import models
+from orders.http.frames import FrameCache
 from orders.http.metrics import Metrics
 from orders.http.problems import PROBLEM_JSON
+from orders.http.sse import Streams, StreamSettings
 
 __all__ = [
     "COMMAND_ERRORS",
@@ -29,11 +31,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Service:
-    """What the routes need: the application, its metrics, where the projections run."""
+    """What the routes need: the application, its metrics, where the projections run, and the
+    open event streams."""
 
     app: OrdersApp
     metrics: Metrics
     projections_in_process: bool
+    streams: Streams = field(default_factory=lambda: Streams(StreamSettings()))
+    #: the events' SSE frames, encoded once for every client (named by type, and "log")
+    frame_cache: FrameCache = field(init=False)
+    log_frame_cache: FrameCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        read_current = self.app.read_current
+        object.__setattr__(self, "frame_cache", FrameCache(read_current))
+        object.__setattr__(self, "log_frame_cache", FrameCache(read_current, event_name="log"))
 
 
 async def service_of(request: Request) -> Service:

@@ -1,0 +1,361 @@
+"""Projection supervision: run a set of projections, restart the ones that fail, say how each is.
+
+A :class:`Supervisor` owns one task per :class:`~cqrskit.ProjectionRunner`. A runner that
+stops on an error (the database went away, a handler raised) is restarted after an
+exponential backoff with jitter (:class:`Backoff`); its checkpoint is reloaded from the read
+store, so a restart never applies an event twice or skips one. Leases are taken by the runner
+where the read store offers them: a process that does not hold a projection's lease stands by.
+
+:meth:`Supervisor.status` says, without any I/O, what each projection is doing in this process
+(:class:`ProjectionState`); :meth:`Supervisor.report` adds the figures read from the stores
+(checkpoint, head, lag in events and in seconds). :meth:`Supervisor.wait_for_position` is
+read-your-writes: it waits until every projection has applied the log up to a position,
+wherever the projection runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from cqrskit.errors import ConfigurationError, StoreUnavailable
+from cqrskit.projections import ProjectionRunner
+from cqrskit.readmodel import ReadStore
+from cqrskit.store import EventSource
+
+__all__ = [
+    "LAG_CAP",
+    "Backoff",
+    "ProjectionReport",
+    "ProjectionState",
+    "Supervisor",
+]
+
+#: lag in events is counted by reading at most this many unapplied events
+LAG_CAP = 10_000
+#: events per second are averaged over this many seconds of committed batches
+RATE_WINDOW = 10.0
+
+log = logging.getLogger("cqrskit.supervision")
+
+
+class ProjectionState(enum.StrEnum):
+    """What a projection is doing, as far as this process knows."""
+
+    #: following the log; applies new events as they come
+    RUNNING = "running"
+    #: starting, or applying the backlog the log held when it started (or took its lease)
+    CATCHING_UP = "catching_up"
+    #: waiting for the lease another process holds (PostgreSQL); takes over if that one stops
+    STANDING_BY = "standing_by"
+    #: stopped on an error; restarts after a backoff (``last_error``, ``retry_in``)
+    BACKING_OFF = "backing_off"
+    #: this process ran it and stopped it (:meth:`Supervisor.stop`)
+    STOPPED = "stopped"
+    #: this process does not run it (another process may: its checkpoint still tells)
+    EXTERNAL = "external"
+
+    @property
+    def ready(self) -> bool:
+        """Whether a service whose projection is in this state may report itself ready: the
+        projection is alive here, or it is not this process's to run."""
+        return self not in (ProjectionState.BACKING_OFF, ProjectionState.STOPPED)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between restarts: ``initial * multiplier**n`` capped at ``maximum``, each cut
+    by a random share of up to ``jitter`` (so processes that failed together do not retry in
+    lockstep). ``n`` counts the failures since the runner last committed a batch."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, failures: int, draw: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (counting from 0)."""
+        base = min(self.maximum, self.initial * self.multiplier ** min(failures, 64))
+        return base * (1.0 - self.jitter * draw())
+
+
+@dataclass(frozen=True)
+class ProjectionReport:
+    """One projection's state and figures.
+
+    From :meth:`Supervisor.status` (no I/O): ``checkpoint`` is the one this process last saw
+    (0 for a projection it does not run) and ``head``, ``lag_events`` and ``lag_seconds`` are
+    None. From :meth:`Supervisor.report`: ``checkpoint`` is read from the read store, ``head``
+    from the event store, ``lag_events`` counts the unapplied events (up to :data:`LAG_CAP`)
+    and ``lag_seconds`` is the age of the oldest of them (0 when caught up).
+
+    ``events_applied``, ``events_per_second`` (over the last :data:`RATE_WINDOW` seconds) and
+    ``restarts`` count what this process did; ``last_error`` is the error that last stopped
+    the projection here (kept after it recovers) and ``retry_in`` the seconds until its next
+    restart while it backs off.
+    """
+
+    name: str
+    state: ProjectionState
+    checkpoint: int
+    head: int | None
+    lag_events: int | None
+    lag_seconds: float | None
+    events_applied: int
+    events_per_second: float
+    restarts: int
+    last_error: str | None
+    retry_in: float | None
+
+
+@dataclass(eq=False)
+class _Supervised:
+    runner: ProjectionRunner
+    task: asyncio.Task[None] | None = None
+    stopped: bool = False
+    restarts: int = 0
+    last_error: str | None = None
+    retry_at: float | None = None
+    started_at: float = 0.0
+    batches: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
+
+    @property
+    def name(self) -> str:
+        return self.runner.projection.name
+
+    def state(self) -> ProjectionState:
+        status = self.runner.status
+        if self.task is None or self.task.done():
+            return ProjectionState.STOPPED if self.stopped else ProjectionState.EXTERNAL
+        if self.retry_at is not None:
+            return ProjectionState.BACKING_OFF
+        if status.standing_by:
+            return ProjectionState.STANDING_BY
+        if status.running and status.position >= status.catch_up_target:
+            return ProjectionState.RUNNING
+        return ProjectionState.CATCHING_UP
+
+    async def record_batch(self, handled: int) -> None:
+        now = time.monotonic()
+        self.batches.append((now, handled))
+        self._forget_before(now - RATE_WINDOW)
+
+    def events_per_second(self) -> float:
+        now = time.monotonic()
+        self._forget_before(now - RATE_WINDOW)
+        if not self.batches:
+            return 0.0
+        span = min(RATE_WINDOW, now - self.started_at)
+        return sum(handled for _, handled in self.batches) / max(span, 1e-3)
+
+    def _forget_before(self, moment: float) -> None:
+        while self.batches and self.batches[0][0] < moment:
+            self.batches.popleft()
+
+
+class Supervisor:
+    """Runs projections in the background, restarts a failed one, and reports their state.
+
+    Give it the stores and the runners (more can be added later with :meth:`add`); nothing
+    runs until :meth:`start`. Projections a supervisor does not run are reported as
+    :attr:`ProjectionState.EXTERNAL`, with the checkpoint another process stores: a service
+    whose projections run in a separate worker still reports them and still waits for them.
+    """
+
+    def __init__(
+        self,
+        events: EventSource,
+        read_store: ReadStore,
+        runners: Iterable[ProjectionRunner] = (),
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._events = events
+        self._read = read_store
+        self._backoff = backoff or Backoff()
+        self._supervised: dict[str, _Supervised] = {}
+        self._started = False
+        for runner in runners:
+            self.add(runner)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The supervised projections' names, in the order they were added."""
+        return tuple(self._supervised)
+
+    @property
+    def started(self) -> bool:
+        """Whether this supervisor runs its projections (between :meth:`start` and
+        :meth:`stop`)."""
+        return self._started
+
+    def add(self, runner: ProjectionRunner) -> None:
+        """Supervise ``runner`` too (started at once if the supervisor is). Raises
+        :class:`ConfigurationError` if a projection of that name is supervised already."""
+        name = runner.projection.name
+        if name in self._supervised:
+            raise ConfigurationError(f"projection {name!r} is supervised twice")
+        entry = self._supervised[name] = _Supervised(runner)
+        if self._started:
+            self._launch(entry)
+
+    async def remove(self, name: str) -> ProjectionRunner:
+        """Stop supervising projection ``name`` (stopping it first) and return its runner.
+        Raises :class:`KeyError` for a name it does not supervise."""
+        entry = self._supervised[name]
+        await self._halt(entry)
+        del self._supervised[name]
+        return entry.runner
+
+    def start(self) -> None:
+        """Run every supervised projection in the background until :meth:`stop`.
+
+        Must be called on the event loop the projections are to run on.
+        """
+        self._started = True
+        for entry in self._supervised.values():
+            if entry.task is None or entry.task.done():
+                self._launch(entry)
+
+    async def stop(self) -> None:
+        """Stop every projection; a batch in flight commits or rolls back whole."""
+        self._started = False
+        for entry in self._supervised.values():
+            await self._halt(entry)
+
+    @property
+    def ready(self) -> bool:
+        """Whether every projection is in a :attr:`ProjectionState.ready` state."""
+        return all(entry.state().ready for entry in self._supervised.values())
+
+    def status(self) -> list[ProjectionReport]:
+        """Each projection's state and this process's figures, without I/O (see
+        :class:`ProjectionReport`)."""
+        return [self._report(entry, None) for entry in self._supervised.values()]
+
+    async def report(self) -> list[ProjectionReport]:
+        """Each projection's state with checkpoint, head and lag read from the stores.
+
+        Raises :class:`~cqrskit.StoreUnavailable` when a store cannot be reached. Positions
+        need not be dense (PostgreSQL's are not), so lag in events is counted, not subtracted.
+        """
+        head = await self._events.head_position()
+        now = time.time()
+        lags: dict[int, tuple[int, float]] = {}
+        reports = []
+        for entry in list(self._supervised.values()):
+            checkpoint = await self._read.checkpoint(entry.name)
+            if checkpoint not in lags:
+                unapplied = await self._events.read_all(checkpoint, LAG_CAP)
+                age = now - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
+                lags[checkpoint] = (len(unapplied), max(0.0, age))
+            reports.append(self._report(entry, (checkpoint, head, *lags[checkpoint])))
+        return reports
+
+    async def wait_for_position(self, position: int, timeout: float) -> bool:
+        """Wait until every projection has applied the log up to ``position``; False when
+        ``timeout`` seconds run out first.
+
+        A projection running in this process wakes the wait as soon as it commits a batch; any
+        other (standing by, backing off, or run by another process) is followed through the
+        checkpoint stored in the read store. Raises :class:`~cqrskit.StoreUnavailable` when
+        the read store cannot be reached.
+        """
+        deadline = time.monotonic() + timeout
+        for entry in list(self._supervised.values()):
+            if not await self._wait_for(entry, position, deadline):
+                return False
+        return True
+
+    # -- private --
+
+    def _report(
+        self, entry: _Supervised, figures: tuple[int, int, int, float] | None
+    ) -> ProjectionReport:
+        status = entry.runner.status
+        checkpoint, head, lag_events, lag_seconds = figures or (status.position, None, None, None)
+        retry_in = None if entry.retry_at is None else max(0.0, entry.retry_at - time.monotonic())
+        return ProjectionReport(
+            name=entry.name,
+            state=entry.state(),
+            checkpoint=checkpoint,
+            head=head,
+            lag_events=lag_events,
+            lag_seconds=lag_seconds,
+            events_applied=status.events_applied,
+            events_per_second=entry.events_per_second(),
+            restarts=entry.restarts,
+            last_error=entry.last_error,
+            retry_in=retry_in,
+        )
+
+    def _launch(self, entry: _Supervised) -> None:
+        entry.stopped = False
+        entry.started_at = time.monotonic()
+        entry.task = asyncio.create_task(self._supervise(entry), name=f"projection:{entry.name}")
+
+    async def _halt(self, entry: _Supervised) -> None:
+        task, entry.task = entry.task, None
+        entry.stopped = True
+        entry.retry_at = None
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.info("projection %s stopped at checkpoint %d", entry.name, entry.runner.status.position)
+
+    async def _supervise(self, entry: _Supervised) -> None:
+        runner, failures = entry.runner, 0
+        while True:
+            applied_before = runner.status.events_applied
+            position_before = runner.status.position
+            try:
+                await runner.run(on_batch=entry.record_batch)
+                error: Exception = RuntimeError("the runner returned")
+            except Exception as failure:
+                error = failure
+            progressed = (
+                runner.status.events_applied != applied_before
+                or runner.status.position != position_before
+            )
+            failures = 0 if progressed else failures + 1
+            delay = self._backoff.delay(max(failures - 1, 0))
+            entry.last_error = f"{type(error).__name__}: {error}"
+            entry.retry_at = time.monotonic() + delay
+            log.warning(
+                "projection %s stopped at checkpoint %d: %s; restarting in %.2f s",
+                entry.name,
+                runner.status.position,
+                entry.last_error,
+                delay,
+                # a store outage needs no traceback: the message says it all
+                exc_info=not isinstance(error, StoreUnavailable),
+            )
+            await asyncio.sleep(delay)
+            entry.retry_at = None
+            entry.restarts += 1
+            log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
+
+    async def _wait_for(self, entry: _Supervised, position: int, deadline: float) -> bool:
+        runner, pause = entry.runner, 0.001
+        while True:
+            remaining = deadline - time.monotonic()
+            if runner.status.running and entry.task is not None and not entry.task.done():
+                # Working in this process: its checkpoint is known without a query.
+                if await runner.wait_for(position, max(0.0, min(remaining, 0.05))):
+                    return True
+            elif await self._read.checkpoint(entry.name) >= position:
+                return True
+            else:
+                await asyncio.sleep(max(0.0, min(pause, remaining)))
+                pause = min(pause * 2, 0.05)
+            if time.monotonic() >= deadline:
+                return False
