@@ -72,9 +72,13 @@ class _LiveQuery(Generic[T]):
         self,
         query: Callable[[], Awaitable[T]],
         affected_by: Callable[[RecordedEvent], bool],
+        min_interval: float,
+        refresh: float | None,
     ) -> None:
         self.query = query
         self.affected_by = affected_by
+        self.min_interval = min_interval
+        self.refresh = refresh
         self.subscribers: set[QuerySubscription[T]] = set()
         self.latest: Answer[T] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -118,15 +122,21 @@ class LiveQueries:
         key: Hashable,
         query: Callable[[], Awaitable[T]],
         affected_by: Callable[[RecordedEvent], bool],
+        *,
+        min_interval: float | None = None,
+        refresh: float | None = None,
     ) -> AsyncIterator[QuerySubscription[T]]:
         """Subscribe to the answers of ``query`` while the context is open.
 
-        Subscribers with the same ``key`` share one live query (the first one's ``query`` and
-        ``affected_by`` are used): the key must name the query and its parameters.
+        Subscribers with the same ``key`` share one live query (the first one's arguments are
+        used): the key must name the query and its parameters. ``min_interval`` overrides the
+        hub's; with ``refresh`` the query also runs again after that many seconds without a
+        change (for answers that depend on time, such as a rate).
         """
         live: _LiveQuery[T] | None = self._queries.get(key)
         if live is None:
-            live = self._queries[key] = _LiveQuery(query, affected_by)
+            interval = self.min_interval if min_interval is None else min_interval
+            live = self._queries[key] = _LiveQuery(query, affected_by, interval, refresh)
             live.task = asyncio.create_task(self._run(live), name=f"cqrskit:live:{key!r}")
         subscription: QuerySubscription[T] = QuerySubscription()
         live.subscribers.add(subscription)
@@ -165,8 +175,8 @@ class LiveQueries:
                 await self._until_applied(position)
                 live.publish(Answer(position, await live.query()))
                 ran = time.monotonic()
-                position = await self._next_change(live, events)
-                pause = ran + self.min_interval - time.monotonic()
+                position = await self._next_change(live, events, position)
+                pause = ran + live.min_interval - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)  # gather a burst into one run
                 for event in await events.next_events(0):
@@ -174,11 +184,17 @@ class LiveQueries:
                         position = event.position
 
     @staticmethod
-    async def _next_change(live: _LiveQuery[Any], events: FeedSubscription) -> int:
+    async def _next_change(live: _LiveQuery[Any], events: FeedSubscription, position: int) -> int:
+        """The position of the next event that may change the answer (``position`` again
+        when the refresh time passed first)."""
+        deadline = None if live.refresh is None else time.monotonic() + live.refresh
         while True:
-            changed = [e for e in await events.next_events(None) if live.affected_by(e)]
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            changed = [e for e in await events.next_events(timeout) if live.affected_by(e)]
             if changed:
                 return changed[-1].position
+            if deadline is not None and time.monotonic() >= deadline:
+                return position
 
     async def _until_applied(self, position: int) -> None:
         while not await self._wait_applied(position):

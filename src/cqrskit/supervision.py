@@ -31,6 +31,7 @@ from cqrskit.readmodel import ReadStore
 from cqrskit.store import EventSource
 
 __all__ = [
+    "APPLIED_MEMORY",
     "LAG_CAP",
     "Backoff",
     "ProjectionReport",
@@ -42,6 +43,8 @@ __all__ = [
 LAG_CAP = 10_000
 #: events per second are averaged over this many seconds of committed batches
 RATE_WINDOW = 10.0
+#: how many recent batch commits of each projection :meth:`Supervisor.applied_at` remembers
+APPLIED_MEMORY = 10_000
 
 log = logging.getLogger("cqrskit.supervision")
 
@@ -125,6 +128,10 @@ class _Supervised:
     retry_at: float | None = None
     started_at: float = 0.0
     batches: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
+    #: (checkpoint, wall-clock time) of each recent commit
+    applied: collections.deque[tuple[int, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=APPLIED_MEMORY)
+    )
 
     @property
     def name(self) -> str:
@@ -145,7 +152,17 @@ class _Supervised:
     async def record_batch(self, handled: int) -> None:
         now = time.monotonic()
         self.batches.append((now, handled))
+        self.applied.append((self.runner.status.position, time.time()))
         self._forget_before(now - RATE_WINDOW)
+
+    def applied_time(self, position: int) -> float | None:
+        """When the commit that took the checkpoint to ``position`` or past it happened."""
+        found = None
+        for checkpoint, moment in reversed(self.applied):
+            if checkpoint < position:
+                break
+            found = moment
+        return found
 
     def events_per_second(self) -> float:
         now = time.monotonic()
@@ -273,6 +290,22 @@ class Supervisor:
             if not await self._wait_for(entry, position, deadline):
                 return False
         return True
+
+    async def applied_at(self, position: int, timeout: float) -> dict[str, float | None]:
+        """When each projection applied the event at ``position``: the wall-clock time
+        (seconds since the epoch) of the commit of the batch that took its checkpoint to or
+        past ``position``, waiting up to ``timeout`` seconds for those not there yet.
+
+        None for a projection that did not get there in time, or whose commit this process
+        did not see (another process runs it, or it was more than :data:`APPLIED_MEMORY`
+        batches ago). Raises :class:`~cqrskit.StoreUnavailable` like :meth:`wait_for_position`.
+        """
+        deadline = time.monotonic() + timeout
+        times: dict[str, float | None] = {}
+        for entry in list(self._supervised.values()):
+            reached = await self._wait_for(entry, position, deadline)
+            times[entry.name] = entry.applied_time(position) if reached else None
+        return times
 
     # -- private --
 

@@ -6,10 +6,12 @@ projections applied an event that may change it (see :class:`cqrskit.live.LiveQu
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from cqrskit import RecordedEvent
 from cqrskit.live import LiveQueries, QuerySubscription
+from cqrskit.supervision import ProjectionReport
 from orders.domain import stream_id
 from orders.queries import DailyStats, DashboardStats, OrderPage, OrderQueries, OrderView
 
@@ -26,9 +28,26 @@ class OrderSubscriptions:
     """Live versions of the Orders queries, each an async context manager that yields a
     :class:`~cqrskit.live.QuerySubscription` of the query's result."""
 
-    def __init__(self, live: LiveQueries, queries: OrderQueries) -> None:
+    def __init__(
+        self,
+        live: LiveQueries,
+        queries: OrderQueries,
+        projections: Callable[[], Awaitable[list[ProjectionReport]]],
+    ) -> None:
         self.live = live
         self._queries = queries
+        self._projections = projections
+
+    def projections(self) -> AbstractAsyncContextManager[QuerySubscription[list[ProjectionReport]]]:
+        """Each projection's report (checkpoint, head, lag, events/s): after new events, and
+        every second (rates and lag ages change with time), at most once a second."""
+        return self.live.subscribe(
+            ("projections",),
+            self._projections,
+            lambda event: True,
+            min_interval=1.0,
+            refresh=1.0,
+        )
 
     def dashboard_stats(self) -> AbstractAsyncContextManager[QuerySubscription[DashboardStats]]:
         return self.live.subscribe(

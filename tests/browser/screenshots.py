@@ -60,6 +60,7 @@ def dashboard_ready(page: Page) -> None:
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
     expect(page.locator("#orders-table tbody tr[data-order]").first).to_be_visible()
     expect(page.locator("#event-log tbody tr").first).to_be_visible()
+    expect(page.locator("#projections-table tbody tr")).to_have_count(2)
 
 
 def take(browser: Browser, url: str, folder: Path) -> list[Path]:
@@ -74,6 +75,7 @@ def take(browser: Browser, url: str, folder: Path) -> list[Path]:
             dashboard_ready(page)
             page.get_by_role("button", name="Send CreateOrder").click()
             expect(page.locator('[data-trace="query"]')).to_contain_text("with the token")
+            expect(page.locator('[data-trace="projections"]')).to_contain_text("order_stats")
             path = folder / f"dashboard-{name}.png"
             page.screenshot(path=str(path), full_page=True, animations="disabled")
             shots.append(path)

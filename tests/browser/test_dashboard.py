@@ -79,7 +79,11 @@ def test_a_command_sent_from_the_form_updates_kpis_orders_log_and_its_trace(
     expect(page.locator('[data-trace="command"]')).to_contain_text("POST /orders → 201")
     expect(page.locator('[data-trace="events"]')).to_contain_text("OrderCreated v1 at position 1")
     expect(page.locator('[data-trace="token"]')).to_contain_text("Consistency-Token: 1")
+    for projection in ("orders", "order_stats"):
+        expect(page.locator('[data-trace="projections"]')).to_contain_text(f"{projection}: applied")
     expect(page.locator('[data-trace="query"]')).to_contain_text("draft, 1 items, total 501.00")
+    status = page.locator('#projections-table tr[data-projection="order_stats"]')
+    expect(status).to_contain_text("running")
 
     page.get_by_role("tab", name="SubmitOrder").click()
     expect(page.get_by_label("Order id", exact=True)).to_have_value(order_id)

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -259,3 +260,29 @@ def test_stopping_the_server_ends_open_streams_cleanly(
             pass
         stopper.join(DEADLINE)
     assert ended.is_set()
+
+
+def test_the_projections_report_live_and_say_when_they_applied_a_command(
+    streaming: ServerThread,
+) -> None:
+    with streaming.client() as client:
+        before = time.time()
+        token = create(client, new_id("ORD")).headers["Consistency-Token"]
+        applied = client.get(f"/projections/applied/{token}")
+        assert applied.status_code == 200, applied.text
+        body = applied.json()
+        assert body["position"] == token
+        assert {p["name"] for p in body["projections"]} == {"orders", "order_stats"}
+        for projection in body["projections"]:
+            moment = datetime.fromisoformat(projection["applied_at"]).timestamp()
+            assert before <= moment <= time.time()
+        assert client.get("/projections/applied/0").status_code == 422
+
+        with client.stream("GET", "/live/projections") as response:
+            report = next(read_events(response)).data
+        assert int(report["head"]) >= int(token)
+        assert {p["name"]: p["state"] for p in report["projections"]} == {
+            "orders": "running",
+            "order_stats": "running",
+        }
+        assert all(int(p["position"]) >= int(token) for p in report["projections"])

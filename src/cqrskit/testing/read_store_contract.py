@@ -133,6 +133,22 @@ async def test_a_stale_checkpoint_raises_checkpoint_moved_and_writes_nothing(
     assert await store.get(ITEMS, tenant, "item-002") is None
 
 
+async def test_a_checkpoint_expected_where_none_was_stored_raises_checkpoint_moved(
+    backend: Backend,
+) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+
+    def write(view: ViewTransaction) -> None:
+        view.put(ITEMS, _row(tenant, 1))
+
+    with pytest.raises(CheckpointMoved) as raised:
+        await store.apply(projection, 5, 9, write)
+    assert (raised.value.expected, raised.value.actual) == (5, 0)
+    assert await store.checkpoint(projection) == 0
+    assert await store.get(ITEMS, tenant, "item-001") is None
+
+
 async def test_an_error_in_write_rolls_back_every_table_and_the_checkpoint(
     backend: Backend,
 ) -> None:

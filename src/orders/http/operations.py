@@ -18,7 +18,7 @@ log = logging.getLogger("orders.http")
 
 READY_TIMEOUT = 2.0
 
-__all__ = ["READY_TIMEOUT", "router"]
+__all__ = ["READY_TIMEOUT", "projection_out", "router"]
 
 router = APIRouter(route_class=DecimalJSONRoute)
 
@@ -63,12 +63,12 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         ready=not reasons,
         store=store,
         projections_mode=mode,
-        projections=[_projection_out(report) for report in reports],
+        projections=[projection_out(report) for report in reports],
         reasons=reasons,
     )
 
 
-def _projection_out(report: ProjectionReport) -> models.ProjectionOut:
+def projection_out(report: ProjectionReport) -> models.ProjectionOut:
     external = report.state is ProjectionState.EXTERNAL
     return models.ProjectionOut(
         name=report.name,

@@ -15,15 +15,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel
 
 from cqrskit.feed import FeedSubscription
 from cqrskit.live import QuerySubscription
+from cqrskit.supervision import ProjectionReport
 from orders.http import models
 from orders.http.frames import FrameCache
+from orders.http.operations import projection_out
 from orders.http.queries import (
     Cursor,
     Limit,
@@ -41,6 +44,35 @@ __all__ = ["router"]
 
 router = APIRouter()
 T = TypeVar("T")
+
+
+class ProjectionsOut(BaseModel):
+    """Every projection's report, and the head of the log they follow."""
+
+    head: str | None
+    projections: list[models.ProjectionOut]
+
+
+class AppliedOut(BaseModel):
+    name: str
+    applied_at: datetime | None
+
+
+class AppliedAtOut(BaseModel):
+    """When each projection applied the event at ``position`` (null: not within the
+    consistency timeout, or not seen by this process)."""
+
+    position: str
+    projections: list[AppliedOut]
+
+
+def projections_out(reports: list[ProjectionReport]) -> ProjectionsOut:
+    heads = [report.head for report in reports if report.head is not None]
+    return ProjectionsOut(
+        head=str(max(heads)) if heads else None,
+        projections=[projection_out(report) for report in reports],
+    )
+
 
 MAX_POSITION = 2**63 - 1
 
@@ -190,6 +222,32 @@ async def live_orders(
     return _live(service, subscribe, page_out)
 
 
+@router.get("/live/projections", include_in_schema=False)
+async def live_projections(service: ServiceDep) -> EventStreamResponse:
+    """Each projection's status (as ``GET /readyz`` reports it), at most once a second."""
+    return _live(service, service.app.subscriptions.projections, projections_out)
+
+
+@router.get("/projections/applied/{position}", include_in_schema=False)
+async def projections_applied(
+    service: ServiceDep, position: Annotated[int, Path(ge=1, le=MAX_POSITION)]
+) -> AppliedAtOut:
+    """When each projection applied the event at ``position`` (a consistency token), waiting
+    for it up to the consistency timeout: how the dashboard times a command's way to the read
+    models."""
+    times = await service.app.projection_applied_at(position)
+    return AppliedAtOut(
+        position=str(position),
+        projections=[
+            AppliedOut(
+                name=name,
+                applied_at=None if moment is None else datetime.fromtimestamp(moment, UTC),
+            )
+            for name, moment in times.items()
+        ],
+    )
+
+
 #: how many past events the dashboard's log starts with
 RECENT_EVENTS = 30
 
@@ -208,8 +266,8 @@ async def live_dashboard(
 ) -> EventStreamResponse:
     """Everything the dashboard shows, on one connection: the event log (``event: log``, ``id:``
     its position, starting with the last few events or after ``Last-Event-ID``), and the
-    answers of the dashboard stats (``stats``), daily stats (``daily``) and orders page
-    (``orders``) live queries."""
+    answers of the dashboard stats (``stats``), daily stats (``daily``), orders page
+    (``orders``) and projection status (``projections``) live queries."""
     app, newest_first = service.app, order == "newest"
     await app.queries.list_orders(
         status=status,
@@ -231,6 +289,7 @@ async def live_dashboard(
             log = await stack.enter_async_context(app.subscribe_events(start, buffer=buffer))
             stats = await stack.enter_async_context(subscriptions.dashboard_stats())
             daily = await stack.enter_async_context(subscriptions.daily_stats())
+            reports = await stack.enter_async_context(subscriptions.projections())
             page = await stack.enter_async_context(
                 subscriptions.orders(
                     status=status,
@@ -246,6 +305,7 @@ async def live_dashboard(
                     _AnswerFrames(stats, _json_of(dashboard_out), "stats"),
                     _AnswerFrames(daily, _json_of(daily_out), "daily"),
                     _AnswerFrames(page, _json_of(page_out), "orders"),
+                    _AnswerFrames(reports, _json_of(projections_out), "projections"),
                 ]
             )
             try:

@@ -169,15 +169,17 @@ function renderProjections(report) {
   const body = $("#projections-table tbody");
   body.replaceChildren(...report.projections.map((p) => el("tr", { "data-projection": p.name },
     el("td", {}, p.name),
-    el("td", { class: "state-" + p.state }, p.state.replace("_", " ")),
-    el("td", { class: "num" }, p.checkpoint),
+    el("td", { class: "state-" + p.state, title: p.last_error ?? "" }, p.state.replace("_", " ")),
+    el("td", { class: "num" }, p.position),
     el("td", { class: "num" }, p.head ?? "–"),
     el("td", { class: "num" }, p.lag_events ?? "–"),
     el("td", { class: "num" }, p.lag_seconds == null ? "–" : ms(p.lag_seconds)),
     el("td", { class: "num" }, p.events_per_second.toFixed(1)),
-    el("td", { class: "num" }, p.dead_letters ?? "–"),
+    el("td", { class: "num dead-letters" }, p.dead_letters ?? "–"),
   )));
-  $("#head-label").textContent = report.head ? "head #" + report.head : "";
+  // Dead letters are shown once the service reports them.
+  const dead = report.projections.some((p) => p.dead_letters !== undefined);
+  for (const cell of $$("#projections-table .dead-letters, #projections-table th:last-child")) cell.hidden = !dead;
 }
 
 function eventLog() {
