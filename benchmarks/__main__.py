@@ -29,6 +29,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP figures")
     parser.add_argument("--keep", action="store_true", help="keep the databases made")
     parser.add_argument(
+        "--only",
+        choices=Suite.SINGLE,
+        action="append",
+        help="measure only this section (repeatable); write the results to --out",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="measure nothing: rewrite RESULTS.md from results.json (after editing NOTES.md)",
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.http_bench import http_figures
 
             suite.http = http_figures
-        measurements = suite.run()
+        measurements = suite.run_only(args.only) if args.only else suite.run()
     rows = report.rows(measurements, sizes)
     report.print_table(console, rows)
     context = {

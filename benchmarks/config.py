@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmarks.measure import Figure
+from benchmarks.measure import TIMES, Figure
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,22 @@ class Sizes:
     http_seconds: float  # per HTTP scenario
     http_connections: int
     rounds: int  # of each throughput figure, the sides taking turns; the median counts
+    long_order_events: int = 10_000  # events of the order loaded with and without snapshots
+    long_order_loads: int = 100  # cold loads of it, each way
 
 
 QUICK = Sizes("quick", 300, 640, 64, 100, 1000, 500, 1000.0, 3.0, 100_000, 4.0, 32, 2)
-FULL = Sizes("full", 2000, 6400, 64, 1000, 10_000, 5000, 1000.0, 15.0, 1_000_000, 15.0, 64, 3)
-TINY = Sizes("tiny", 20, 128, 64, 5, 60, 30, 200.0, 0.5, 3000, 1.0, 4, 1)
+FULL = Sizes(
+    "full", 2000, 6400, 64, 1000, 10_000, 5000, 1000.0, 15.0, 1_000_000, 15.0, 64, 3, 10_000, 300
+)
+TINY = Sizes("tiny", 20, 128, 64, 5, 60, 30, 200.0, 0.5, 3000, 1.0, 4, 1, 300, 10)
 PRESETS = {sizes.name: sizes for sizes in (QUICK, FULL, TINY)}
 
 BACKENDS = ("memory", "sqlite", "postgres")
 QUERIES = ("get_order", "orders_by_customer", "orders_by_status", "daily_stats", "dashboard_stats")
 
 _SQLITE_200US = (("max", 200.0, "sqlite"),)
+_TWENTY = tuple(("min", 20.0, backend) for backend in BACKENDS)
 
 
 def _figures() -> list[Figure]:
@@ -69,6 +74,12 @@ def _figures() -> list[Figure]:
         figures.append(Figure(f"query_{query}_p50", f"{query} p50", "µs", False))
         figures.append(Figure(f"query_{query}_p99", f"{query} p99", "µs", False, _SQLITE_200US))
     figures += [
+        Figure("long_load_p50", "long order load p50, no snapshots", "µs", False),
+        Figure("long_load_p99", "long order load p99, no snapshots", "µs", False),
+        Figure("long_load_snapshot_p50", "long order load p50, snapshots", "µs", False),
+        Figure("long_load_snapshot_p99", "long order load p99, snapshots", "µs", False),
+        Figure("snapshot_speedup_p50", "snapshots: load p50 faster by", TIMES, True, _TWENTY),
+        Figure("snapshot_speedup_p99", "snapshots: load p99 faster by", TIMES, True, _TWENTY),
         Figure("lag_p50", "lag p50 (ack → read model)", "ms", False),
         Figure(
             "lag_p99",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -80,6 +80,16 @@ def latencies_us(call: Callable[[], object], count: int) -> list[float]:
     for _ in range(count):
         start = time.perf_counter()
         call()
+        out.append((time.perf_counter() - start) * 1e6)
+    return out
+
+
+async def latencies_us_async(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
+    """Await ``call()`` ``count`` times; each call's duration in microseconds."""
+    out = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await call()
         out.append((time.perf_counter() - start) * 1e6)
     return out
 

@@ -98,7 +98,7 @@ def rows(measurements: list[Measurement], sizes: Sizes) -> list[Row]:
 def fmt(value: float | None, unit: str) -> str:
     if value is None or math.isnan(value):
         return "—"
-    if unit in ("µs", "ms") and value < 100:
+    if unit in ("µs", "ms", TIMES) and value < 100:
         return f"{value:,.1f}"
     return f"{value:,.0f}"
 

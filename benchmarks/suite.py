@@ -21,6 +21,7 @@ from rich.console import Console
 from benchmarks import cqrskit_bench as cq
 from benchmarks import es_bench as es
 from benchmarks import lag
+from benchmarks import snapshot_bench as snapshots
 from benchmarks import workload as w
 from benchmarks.baseline import durable_commits_per_second
 from benchmarks.config import QUERIES, Sizes
@@ -85,6 +86,16 @@ class Suite:
                 self.baseline.setdefault(backend, []).append(durable_commits_per_second(db))
                 self.dbs.drop(db)
 
+    #: sections that can run on their own (``--only``): one call per backend, cqrskit only
+    SINGLE = ("long_order_loads", "rebuild_peak")
+
+    def run_only(self, sections: Iterable[str]) -> list[Measurement]:
+        """Only ``sections`` (names from :attr:`SINGLE`), on every backend."""
+        for backend in self.backends:
+            for section in sections:
+                getattr(self, f"_{section}")(backend)
+        return self.measurements
+
     def run(self) -> list[Measurement]:
         self.measure_baseline()
         for backend in self.backends:
@@ -94,6 +105,7 @@ class Suite:
             self._batch_append(backend)
             for side in sides:
                 self._read_side(backend, side)
+            self._long_order_loads(backend)
             for side in sides:
                 self._lag(backend, side)
             if backend != "memory":
@@ -241,6 +253,26 @@ class Suite:
         queries = es.query_latencies(db, orders, self.sizes.latency_samples)
         for name, values in queries.items():
             self.record_latencies(f"query_{name}", backend, "eventsourcing", values)
+
+    def _long_order_loads(self, backend: str) -> None:
+        events, loads = self.sizes.long_order_events, self.sizes.long_order_loads
+        names = ("long_load", "long_load_snapshot")
+        figures = [f"{n}_p{q}" for n in (*names, "snapshot_speedup") for q in (50, 99)]
+
+        def body() -> None:
+            db = self.fresh(backend, "long")
+            without, with_snapshots = asyncio.run(snapshots.long_order_loads(db, events, loads))
+            self.dbs.drop(db)
+            note = f"{events:,} events, cold; snapshots: the one taken 99 events before the end"
+            for name, values in zip(names, (without, with_snapshots), strict=True):
+                for q in (50, 99):
+                    value = percentile(values, q)
+                    self.record(f"{name}_p{q}", backend, "cqrskit", value, samples=loads, note=note)
+            for q in (50, 99):
+                speedup = percentile(without, q) / percentile(with_snapshots, q)
+                self.record(f"snapshot_speedup_p{q}", backend, "cqrskit", speedup, samples=loads)
+
+        self.section(f"loads of a {events:,}-event order", figures, backend, "cqrskit", body)
 
     def _lag(self, backend: str, side: str) -> None:
         rate, seconds = self.sizes.lag_rate, self.sizes.lag_seconds

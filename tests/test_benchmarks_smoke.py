@@ -20,7 +20,14 @@ READ_FIGURES = [
     *(f"query_{q}_p{p}" for q in QUERIES for p in (50, 99)),
 ]
 BOTH_SIDES = ["commands_1", "commands_64", "batch_append", *READ_FIGURES, "lag_p99", "lag_rate"]
-CQRSKIT_ONLY = ["rebuild_peak_mb", "rebuild_rate", "http_command_rps", "http_query_p99"]
+CQRSKIT_ONLY = [
+    "rebuild_peak_mb",
+    "rebuild_rate",
+    "http_command_rps",
+    "http_query_p99",
+    "long_load_p99",
+    "snapshot_speedup_p50",
+]
 
 
 def test_tiny_run_on_memory_and_sqlite_verifies_every_figure(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ async def open_backend(url: str) -> Backend:
     url = normalise_url(url)
     scheme = scheme_of(url)
     if scheme == "memory":
-        from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
+        from cqrskit.memory import InMemoryEventStore, InMemoryReadStore, InMemorySnapshotStore
 
-        return Backend(url, InMemoryEventStore(), InMemoryReadStore())
+        return Backend(url, InMemoryEventStore(), InMemoryReadStore(), InMemorySnapshotStore())
     if scheme == "sqlite":
         from cqrskit import sqlite
 

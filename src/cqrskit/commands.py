@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from cqrskit.codec import EventCodec
 from cqrskit.decider import Decider
 from cqrskit.errors import (
     ConcurrencyError,
+    ConfigurationError,
     DomainError,
     DuplicateIdempotencyKey,
     IdempotencyKeyReused,
@@ -23,6 +25,7 @@ from cqrskit.errors import (
     UnknownCommand,
 )
 from cqrskit.messages import Command, Event, Metadata
+from cqrskit.snapshots import Snapshot, SnapshotPolicy, SnapshotStore
 from cqrskit.store import EventStore, IdempotencyRecord, IdempotentResult
 
 __all__ = ["CommandHandler", "CommandResult", "fingerprint"]
@@ -31,6 +34,7 @@ C = TypeVar("C", bound=Command)
 S = TypeVar("S")
 
 _fingerprint_encoder = msgspec.json.Encoder(decimal_format="string", order="deterministic")
+log = logging.getLogger("cqrskit.commands")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class CommandHandler:
     and its events are appended with the loaded version as the expected version. On a
     :class:`ConcurrencyError` the stream is refreshed and the command decided again, up to
     ``max_retries`` times.
+
+    With a ``snapshots`` store, deciders opted in with :meth:`enable_snapshots` load from their
+    newest usable snapshot plus the events after it, and a snapshot is taken whenever a
+    stream's version passes a multiple of the policy's ``every``.
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class CommandHandler:
         max_retries: int = 3,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache_size: int = 10_000,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self._store = store
         self._codec = codec
@@ -82,7 +91,19 @@ class CommandHandler:
         self._routes: dict[type[Command], _Route[Any, Any]] = {}
         self._cache: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._cache_size = cache_size
+        self._snapshots = snapshots
+        self._policies: dict[int, tuple[Decider[Any, Any, Any], SnapshotPolicy[Any]]] = {}
         self.retries = 0  # concurrency retries so far, for metrics
+        self.snapshots_taken = 0  # for metrics and tests
+
+    def enable_snapshots(self, decider: Decider[Any, Any, S], policy: SnapshotPolicy[S]) -> None:
+        """Snapshot the streams of ``decider`` as ``policy`` says (see :class:`SnapshotPolicy`).
+
+        Raises :class:`ConfigurationError` when the handler has no snapshot store.
+        """
+        if self._snapshots is None:
+            raise ConfigurationError("snapshots need a snapshot store: CommandHandler(snapshots=)")
+        self._policies[id(decider)] = (decider, policy)
 
     def register(
         self,
@@ -179,7 +200,11 @@ class CommandHandler:
                 self.retries += 1
                 version, state = await self._load(route.decider, stream_id, refresh=True)
                 continue
-            self._remember(stream_id, result.version, route.decider.fold(events, state))
+            new_state = route.decider.fold(events, state)
+            self._remember(stream_id, result.version, new_state)
+            await self._snapshot_if_due(
+                route.decider, stream_id, version, result.version, new_state
+            )
             return CommandResult(stream_id, result.version, result.position, events)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -191,13 +216,60 @@ class CommandHandler:
         if cached is not None and not refresh:
             self._cache.move_to_end(stream_id)
             return cached
-        version, state = cached if cached is not None else (0, decider.initial_state)
+        if cached is not None:
+            version, state = cached
+        else:
+            version, state = await self._from_snapshot(decider, stream_id)
         recorded = await self._store.read_stream(stream_id, from_version=version + 1)
         if recorded:
+            base = version
             state = decider.fold((self._codec.decode(r) for r in recorded), state)
             version = recorded[-1].stream_version
             self._remember(stream_id, version, state)
+            await self._snapshot_if_due(decider, stream_id, base, version, state)
         return version, state
+
+    async def _from_snapshot(self, decider: Decider[Any, Any, S], stream_id: str) -> tuple[int, S]:
+        """The newest usable snapshot's (version, state), else (0, the initial state)."""
+        found = self._policies.get(id(decider))
+        if found is None or self._snapshots is None:
+            return 0, decider.initial_state
+        policy = found[1]
+        snapshot = await self._snapshots.load(stream_id, policy.kind, policy.state_version)
+        state = None if snapshot is None else policy.usable(snapshot)
+        if snapshot is None or state is None:
+            return 0, decider.initial_state
+        return snapshot.stream_version, state
+
+    async def _snapshot_if_due(
+        self, decider: Decider[Any, Any, S], stream_id: str, before: int, after: int, state: S
+    ) -> None:
+        """Take a snapshot when the version moved past a multiple of ``every`` (``before`` <
+        k * every <= ``after``): a loaded stream of 10,000 events is snapshotted once, and a
+        stream that grows one event a command every ``every`` commands."""
+        found = self._policies.get(id(decider))
+        if (
+            found is None
+            or self._snapshots is None
+            or after // found[1].every <= before // found[1].every
+        ):
+            return
+        policy = found[1]
+        snapshot = Snapshot(
+            stream_id=stream_id,
+            kind=policy.kind,
+            state_version=policy.state_version,
+            state_shape=policy.state_shape,
+            stream_version=after,
+            state=policy.encode(state),
+            taken_at=self._clock(),
+        )
+        try:
+            await self._snapshots.save(snapshot)
+        except Exception as error:  # the command has committed: a lost snapshot costs speed only
+            log.warning("snapshot of %s at version %d not saved: %s", stream_id, after, error)
+            return
+        self.snapshots_taken += 1
 
     def _remember(self, stream_id: str, version: int, state: Any) -> None:
         self._cache[stream_id] = (version, state)

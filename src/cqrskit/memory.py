@@ -10,9 +10,10 @@ from typing import Any
 from cqrskit.errors import CheckpointMoved, ConcurrencyError, DuplicateIdempotencyKey
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
+from cqrskit.snapshots import Snapshot
 from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
 
-__all__ = ["InMemoryEventStore", "InMemoryReadStore"]
+__all__ = ["InMemoryEventStore", "InMemoryReadStore", "InMemorySnapshotStore"]
 
 
 class InMemoryEventStore:
@@ -182,6 +183,29 @@ class InMemoryReadStore:
                     if (sort_key(row) < bound if descending else sort_key(row) > bound)
                 ]
         return [copy.deepcopy(row) for row in rows[:limit]]
+
+    async def close(self) -> None:
+        return None
+
+
+class InMemorySnapshotStore:
+    """A :class:`~cqrskit.snapshots.SnapshotStore` held in process memory."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[tuple[str, str, int], Snapshot] = {}
+
+    async def save(self, snapshot: Snapshot) -> None:
+        key = (snapshot.stream_id, snapshot.kind, snapshot.state_version)
+        stored = self._snapshots.get(key)
+        if (
+            stored is None
+            or stored.stream_version < snapshot.stream_version
+            or stored.state_shape != snapshot.state_shape
+        ):
+            self._snapshots[key] = snapshot
+
+    async def load(self, stream_id: str, kind: str, state_version: int) -> Snapshot | None:
+        return self._snapshots.get((stream_id, kind, state_version))
 
     async def close(self) -> None:
         return None

@@ -10,6 +10,7 @@ import msgspec
 
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.readmodel import ReadStore
+from cqrskit.snapshots import SnapshotStore
 
 __all__ = [
     "ANY_VERSION",
@@ -146,7 +147,8 @@ class EventStore(Protocol):
 
 @dataclass
 class Backend:
-    """An event store and the read store that goes with it, opened and closed together.
+    """An event store, the read store and the snapshot store that go with it, opened and
+    closed together.
 
     Open one by URL with :func:`cqrskit.backends.open_backend`.
     """
@@ -154,9 +156,13 @@ class Backend:
     url: str
     events: EventStore
     read: ReadStore
+    #: where snapshots go (None: a backend that keeps none; deciders then load from events)
+    snapshots: SnapshotStore | None = None
 
     async def close(self) -> None:
-        """Close the read store, then the event store."""
+        """Close the snapshot store, the read store, then the event store."""
+        if self.snapshots is not None:
+            await self.snapshots.close()
         await self.read.close()
         await self.events.close()
 

@@ -33,11 +33,14 @@ from cqrskit import (
 from cqrskit.backends import open_backend
 from cqrskit.feed import EventFeed, FeedSubscription
 from cqrskit.live import LiveQueries
+from cqrskit.snapshots import SnapshotPolicy
 from orders.domain import (
     EVENT_TYPES,
+    STATE_VERSION,
     UPCASTERS,
     AddItems,
     CreateOrder,
+    OrderState,
     SubmitOrder,
     order_decider,
     stream_id,
@@ -79,6 +82,8 @@ class Settings:
     consistency_timeout: float = 5.0
     #: events per projection transaction
     projection_batch_size: int = 1000
+    #: snapshot an order's state every this many events (0: never)
+    snapshot_every: int = 100
     #: NATS server with JetStream for scale-out (relay, node read models, partitioned workers)
     nats_url: str | None = None
     #: the JetStream stream (and subject prefix) of this deployment's events
@@ -90,15 +95,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``, ``CQRSKIT_NATS_URL``,
-        ``CQRSKIT_NATS_STREAM``, ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then
-        ``overrides`` (a None override keeps the environment's value)."""
+        """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``,
+        ``CQRSKIT_SNAPSHOT_EVERY``, ``CQRSKIT_NATS_URL``, ``CQRSKIT_NATS_STREAM``,
+        ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then ``overrides`` (a None override
+        keeps the environment's value)."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if "CQRSKIT_DB" in env:
             values["db_url"] = env["CQRSKIT_DB"]
         if "CQRSKIT_CONSISTENCY_TIMEOUT" in env:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
+        if "CQRSKIT_SNAPSHOT_EVERY" in env:
+            values["snapshot_every"] = int(env["CQRSKIT_SNAPSHOT_EVERY"])
         for variable, name in _SCALE_OUT_VARIABLES:
             if env.get(variable):
                 values[name] = env[variable]
@@ -147,6 +155,11 @@ class OrdersApp:
     def command_retries(self) -> int:
         """Commands decided again after a concurrency conflict, since the app started."""
         return self.commands.retries
+
+    @property
+    def snapshots_taken(self) -> int:
+        """Snapshots of order states saved by this process, since the app started."""
+        return self.commands.snapshots_taken
 
     # -- the event log --
 
@@ -305,8 +318,13 @@ async def assemble_app(
     store, ``projections`` read from ``source_of(projection)`` (default: the event store) into
     its read store. ``closers`` run when the app closes (see :mod:`orders.scaleout`)."""
     codec = EventCodec(EVENT_TYPES, upcasters=UPCASTERS)
-    commands = CommandHandler(backend.events, codec, clock=clock)
+    commands = CommandHandler(backend.events, codec, clock=clock, snapshots=backend.snapshots)
     register_commands(commands)
+    if settings.snapshot_every > 0 and backend.snapshots is not None:
+        policy = SnapshotPolicy(
+            OrderState, every=settings.snapshot_every, state_version=STATE_VERSION
+        )
+        commands.enable_snapshots(order_decider, policy)
     runners = tuple(
         ProjectionRunner(
             projection,

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_PRICE",
     "MAX_QUANTITY",
     "MAX_TEXT",
+    "STATE_VERSION",
     "UPCASTERS",
     "AddItems",
     "CannotModifySubmittedOrder",
@@ -225,6 +226,9 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 INITIAL = OrderState()
+#: Bump when what :func:`evolve` makes of the events changes while OrderState's fields stay
+#: the same: snapshots taken before are then not used (a change of fields is noticed anyway).
+STATE_VERSION = 1
 
 
 def decide(command: OrderCommand, state: OrderState) -> Sequence[OrderEvent]:

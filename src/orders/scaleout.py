@@ -91,7 +91,7 @@ async def build_node_app(settings: Settings) -> OrdersApp:
         def source_of(projection: Projection) -> JetStreamSource:
             return JetStreamSource(log, central.events, consumer=f"{node}_{projection.name}")
 
-        backend = Backend(settings.read_db_url, central.events, read)
+        backend = Backend(settings.read_db_url, central.events, read, central.snapshots)
         app = await assemble_app(
             settings,
             backend,

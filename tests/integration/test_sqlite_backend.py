@@ -13,8 +13,10 @@ import pytest
 from cqrskit.backends import open_backend
 from cqrskit.errors import ConcurrencyError, ConfigurationError, CqrsKitError, StoreUnavailable
 from cqrskit.messages import NewEvent
+from cqrskit.migrations import latest_version
 from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
 from cqrskit.sqlite._common import parse_url
+from cqrskit.sqlite._schema import EVENTS
 from cqrskit.sqlite._writer import GroupCommit
 from cqrskit.store import NO_STREAM
 
@@ -43,7 +45,8 @@ async def test_a_url_opens_the_events_file_and_a_sibling_read_model_file(tmp_pat
     with sqlite3.connect(tmp_path / "new" / "dir" / "orders.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert connection.execute("SELECT count(*) FROM events").fetchone() == (1,)
-        assert connection.execute("SELECT * FROM cqrskit_schema").fetchall() == [("events", 1)]
+        latest = latest_version(EVENTS.migrations)
+        assert connection.execute("SELECT * FROM cqrskit_schema").fetchall() == [("events", latest)]
 
 
 def test_urls_name_a_file_and_only_known_options() -> None:

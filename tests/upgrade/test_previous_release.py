@@ -9,6 +9,7 @@ a directory; nothing here changes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 
 from orders.app import Settings, build_app
+from orders.domain import order_decider
 from tests.e2e.server import ServerThread
 from tests.support.postgres import (
     advance_transaction_ids_past,
@@ -390,3 +392,35 @@ def test_given_old_item_added_events_then_the_log_shows_each_as_stored_and_as_re
                 assert [event["current"] for event in stream] == [read_today(e) for e in stream]
     finally:
         server.stop()
+
+
+def test_given_an_old_database_then_orders_snapshot_and_load_from_snapshots_there(
+    old_database: OldDatabase, tmp_path: Path
+) -> None:
+    """The snapshot table comes with a migration; on an old database a command snapshots an
+    old order's state (read from old events, upcast) and the next load starts from it."""
+    draft = old_database.old_orders("draft", with_items=True)[0]
+    old_version = len(old_database.recorded["order_events"][draft]["events"])
+    env = {**os.environ, "CQRSKIT_SNAPSHOT_EVERY": "1", "COLUMNS": "200", "NO_COLOR": "1"}
+    command = [ORDERS, "add-item", draft, "--item", "Snapshot check:3.00:1", "--db"]
+    done = subprocess.run(
+        [*command, old_database.url], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    async def snapshot_and_state() -> tuple[Any, tuple[int, Any]]:
+        app = await build_app(Settings(db_url=old_database.url, snapshot_every=1))
+        try:
+            assert app.backend.snapshots is not None
+            stored = await app.backend.snapshots.load(f"order-{draft}", "OrderState", 1)
+            return stored, await app.commands.load(order_decider, f"order-{draft}")
+        finally:
+            await app.close()
+
+    stored, (version, state) = asyncio.run(snapshot_and_state())
+    assert stored is not None
+    assert stored.stream_version == old_version + 1
+    old_order = old_database.expected["orders"][draft]
+    assert (version, state.item_count) == (old_version + 1, old_order["item_count"] + 1)
+    assert state.total == Decimal(old_order["total"]) + Decimal("3.00")

@@ -15,6 +15,7 @@ from cqrskit.postgres._common import MAX_EVENTS_PER_TRANSACTION
 from cqrskit.postgres._events import PostgresEventStore
 from cqrskit.postgres._read import PostgresReadStore
 from cqrskit.postgres._schema import LATEST_VERSION, migrate
+from cqrskit.postgres._snapshots import PostgresSnapshotStore
 from cqrskit.store import Backend
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_EVENTS_PER_TRANSACTION",
     "PostgresEventStore",
     "PostgresReadStore",
+    "PostgresSnapshotStore",
     "migrate",
     "open_backend",
     "open_read_store",
@@ -29,7 +31,7 @@ __all__ = [
 
 
 async def open_backend(url: str) -> Backend:
-    """Migrate the database at ``url`` if needed and open its event store and read store.
+    """Migrate the database at ``url`` if needed and open its event, read and snapshot stores.
 
     Raises :class:`~cqrskit.StoreUnavailable` (with the host and database, never the password)
     when the server cannot be reached, refuses the login or lacks privileges.
@@ -41,7 +43,13 @@ async def open_backend(url: str) -> Backend:
     except BaseException:
         await events.close()
         raise
-    return Backend(url, events, read)
+    try:
+        snapshots = await PostgresSnapshotStore.open(url)
+    except BaseException:
+        await read.close()
+        await events.close()
+        raise
+    return Backend(url, events, read, snapshots)
 
 
 async def open_read_store(url: str) -> PostgresReadStore:

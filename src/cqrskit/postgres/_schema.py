@@ -64,6 +64,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "snapshots of long streams' states",
+        (
+            """
+            CREATE TABLE cqrskit_snapshots (
+                stream_id text COLLATE "C" NOT NULL,
+                kind text COLLATE "C" NOT NULL,
+                state_version integer NOT NULL,
+                state_shape text NOT NULL,
+                stream_version bigint NOT NULL,
+                state bytea NOT NULL,
+                taken_at timestamptz NOT NULL,
+                CONSTRAINT cqrskit_snapshots_pkey PRIMARY KEY (stream_id, kind, state_version)
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = latest_version(MIGRATIONS)

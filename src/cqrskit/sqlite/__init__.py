@@ -1,10 +1,11 @@
 """SQLite backend: an event store with group commit and a read store, on stdlib ``sqlite3``.
 
-``sqlite:///path/to/orders.db`` opens two files: the event store in ``orders.db`` and the read
-model in the sibling ``orders.read.db``. SQLite has one write lock per file; keeping projection
-writes in their own file means a rebuilding projection never makes an append wait, and the
-read model can be deleted and rebuilt without touching the events. Nothing needs both files in
-one transaction: a projection's writes and its checkpoint live together in the read file.
+``sqlite:///path/to/orders.db`` opens two files: the event store (and its snapshots) in
+``orders.db`` and the read model in the sibling ``orders.read.db``. SQLite has one write lock
+per file; keeping projection writes in their own file means a rebuilding projection never makes
+an append wait, and the read model can be deleted and rebuilt without touching the events.
+Nothing needs both files in one transaction: a projection's writes and its checkpoint live
+together in the read file.
 
 Both files use WAL (readers never block the writer) and ``synchronous=FULL``: an acknowledged
 append or projection batch has been fsynced and survives a crash of the process or the machine.
@@ -23,16 +24,19 @@ subscriber notices another process's appends by polling the head every few milli
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from cqrskit.sqlite._common import parse_url, unavailable
 from cqrskit.sqlite._events import SqliteEventStore
 from cqrskit.sqlite._read import SqliteReadStore
+from cqrskit.sqlite._snapshots import SqliteSnapshotStore
 from cqrskit.store import Backend
 
 __all__ = [
     "SqliteEventStore",
     "SqliteReadStore",
+    "SqliteSnapshotStore",
     "open_backend",
     "open_read_store",
     "read_model_path",
@@ -64,7 +68,15 @@ async def open_backend(url: str) -> Backend:
     except BaseException:
         await events.close()
         raise
-    return Backend(url, events, read)
+    try:
+        snapshots = await asyncio.to_thread(
+            SqliteSnapshotStore, path, risk_recent_commits_on_power_loss=risky
+        )
+    except BaseException:
+        await read.close()
+        await events.close()
+        raise
+    return Backend(url, events, read, snapshots)
 
 
 async def open_read_store(url: str) -> SqliteReadStore:

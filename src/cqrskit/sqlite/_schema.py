@@ -54,6 +54,22 @@ EVENTS = Schema(
     ) WITHOUT ROWID""",
             ),
         ),
+        Migration(
+            2,
+            "snapshots of long streams' states",
+            (
+                """CREATE TABLE IF NOT EXISTS snapshots (
+        stream_id TEXT NOT NULL,
+        kind TEXT NOT NULL,                 -- which state (the decider's state type)
+        state_version INTEGER NOT NULL,     -- the state's schema version ...
+        state_shape TEXT NOT NULL,          -- ... and a hash of its fields
+        stream_version INTEGER NOT NULL,    -- the state after this many events
+        state BLOB NOT NULL,
+        taken_at INTEGER NOT NULL,          -- microseconds since the Unix epoch (UTC)
+        PRIMARY KEY (stream_id, kind, state_version)
+    )""",
+            ),
+        ),
     ),
     # Small pages: a group commit dirties one leaf of the stream index per stream it touches,
     # scattered over the file, and every dirty page is written (and fsynced) whole to the WAL.

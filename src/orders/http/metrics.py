@@ -31,6 +31,12 @@ class _RetriesCollector(Collector):
         )
         family.add_metric([], self._app.command_retries)
         yield family
+        snapshots = CounterMetricFamily(
+            "cqrskit_snapshots_taken",
+            "Snapshots of stream states saved by this process (every N events of a stream).",
+        )
+        snapshots.add_metric([], self._app.snapshots_taken)
+        yield snapshots
 
 
 class _SupervisionCollector(Collector):
