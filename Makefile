@@ -6,7 +6,7 @@ PORT ?= 8000
 DB ?=
 PIP := $(BIN)/pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: install demo test lint serve bench screenshots clean
+.PHONY: install demo test lint serve bench screenshots mutate clean
 
 $(VENV)/.created:
 	@echo "==> creating a virtual environment in $(VENV) (with $(PYTHON))"
@@ -53,5 +53,13 @@ screenshots: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks $(if $(FULL),--full,)
 
+# Mutation testing of the consistency-critical code (docs/testing.md); not part of CI.
+# `make mutate MUTANTS='cqrskit.postgres._horizon*'` runs one part.
+MUTANTS ?=
+mutate: $(VENV)/.installed
+	$(PIP) 'mutmut==3.8.1'
+	$(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) .cqrskit .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cqrskit .pytest_cache .mypy_cache .ruff_cache mutants

@@ -10,4 +10,4 @@ def test_the_live_streams_benchmark_verifies_what_every_client_received() -> Non
 
     assert result["verified"], result
     assert result["streams"]["events_per_client"] == [50]
-    assert "## Live streams under load" in section(result)
+    assert "## Live streams under load" in section([result])

@@ -1,7 +1,9 @@
 """End-to-end fixtures: the HTTP service on a real uvicorn server, over each durable backend.
 
 ``server`` is shared by the tests of a module (they use random ids); ``start_server`` gives a
-test its own server on a fresh database when it needs exact totals.
+test its own server on a fresh database when it needs exact totals. Both wait for the read
+model (a read with a consistency token) up to the tests' deadline: a busy machine makes the
+projections slower, never wrong, and a test must not fail on it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 
 from orders.app import Settings
 from tests.e2e.server import ServerThread
+from tests.support.waiting import DEADLINE
 
 E2E_BACKENDS = ["sqlite", "postgres"]
 
@@ -43,9 +46,8 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 def server(
     backend_name: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[ServerThread]:
-    running = ServerThread(
-        Settings(db_url=fresh_db_url(backend_name, tmp_path_factory, request))
-    ).start()
+    url = fresh_db_url(backend_name, tmp_path_factory, request)
+    running = ServerThread(Settings(db_url=url, consistency_timeout=DEADLINE)).start()
     yield running
     running.stop()
 
@@ -56,6 +58,7 @@ def start_server(
 ) -> StartServer:
     def start(*, run_projections: bool = True, **settings: Any) -> ServerThread:
         db_url = fresh_db_url(backend_name, tmp_path_factory, request)
+        settings.setdefault("consistency_timeout", DEADLINE)
         running = ServerThread(Settings(db_url=db_url, **settings), run_projections)
         # Finalizers run last-in first-out: the server stops before its database is dropped.
         request.addfinalizer(running.start().stop)

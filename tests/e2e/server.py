@@ -17,10 +17,25 @@ from orders.http.sse import StreamSettings
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. Another process may take it before it is bound:
+    only for a process that must keep one port across restarts (tests/scaleout); a server
+    started once binds port 0 or is handed a bound socket (:func:`listening_socket`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def listening_socket() -> socket.socket:
+    """A TCP socket on a port the system chose, already listening, for the server to use.
+
+    Binding it here and handing it over (rather than asking for a free port and letting the
+    server bind it later) leaves no moment in which another process can take the port.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 @dataclass
@@ -33,10 +48,15 @@ class ServerThread:
     settings: Settings
     run_projections: bool = True
     stream_settings: StreamSettings | None = None
-    port: int = field(default_factory=free_port)
+    sock: socket.socket = field(default_factory=listening_socket)
     error: BaseException | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
 
     @property
     def url(self) -> str:
@@ -93,6 +113,6 @@ class ServerThread:
                 graceful_timeout=10,
                 stream_settings=self.stream_settings,
             )
-            await self._server.serve()
+            await self._server.serve(sockets=[self.sock])
         finally:
             await orders_app.close()

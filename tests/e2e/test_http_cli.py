@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import fresh_db_url, new_id
-from tests.e2e.server import free_port
+from tests.support.waiting import DEADLINE, until_sync
 
 ORDERS = str(Path(sys.executable).with_name("orders"))
 PEN = {"name": "Pen", "price": "2.00", "quantity": 3}
@@ -27,7 +30,9 @@ class Process:
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.log = cwd / f"orders-{args[0]}-{time.monotonic_ns()}.log"
-        env = {**os.environ, "CQRSKIT_CONSISTENCY_TIMEOUT": "10"}
+        # A read with a token waits for the projections up to this long: only a broken
+        # service takes that long, a busy machine never does.
+        env = {**os.environ, "CQRSKIT_CONSISTENCY_TIMEOUT": str(DEADLINE)}
         env.pop("CQRSKIT_DB", None)
         with self.log.open("wb") as sink:
             self.popen = subprocess.Popen(
@@ -64,20 +69,26 @@ def processes() -> Iterator[list[Process]]:
             process.popen.wait(10)
 
 
+SERVING = re.compile(r"serving on (http://127\.0\.0\.1:\d+)/")
+
+
 def serve(processes: list[Process], tmp_path: Path, db_url: str, *extra: str) -> str:
-    port = free_port()
-    process = Process("serve", "--port", str(port), "--db", db_url, *extra, cwd=tmp_path)
+    """Start ``orders serve`` on a port the system chooses (it says which) and wait until it
+    answers."""
+    process = Process("serve", "--port", "0", "--db", db_url, *extra, cwd=tmp_path)
     processes.append(process)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def announced() -> re.Match[str] | None:
         assert process.popen.poll() is None, process.log.read_text()
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                return url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError(f"orders serve did not answer: {process.log.read_text()}")
+        return SERVING.search(process.log.read_text())
+
+    until_sync(lambda: announced() is not None, what="orders serve listening")
+    found = announced()
+    assert found is not None
+    url = found[1]
+    with httpx.Client(base_url=url) as client:
+        assert client.get("/healthz").status_code == 200
+    return url
 
 
 def test_serve_answers_logs_each_request_and_stops_cleanly_on_sigterm(
@@ -139,35 +150,118 @@ def test_a_separate_projection_worker_feeds_the_read_model(
     assert processes[0].stop() == 0
 
 
+def _received_by_server(server_port: int, client: socket.socket) -> bool:
+    """Whether the server has accepted ``client``'s connection and read all it was sent.
+
+    Until the process reads them, bytes wait in the kernel's receive queue of the server-side
+    socket (even before ``accept``): an empty queue means the request is in the server's hands.
+    """
+    client_port = client.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == server_port and (
+            int(remote.split(":")[1], 16) == client_port
+        ):
+            return int(queues.split(":")[1], 16) == 0
+    return False
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, object]]:
+    """Read an HTTP response to the end of the connection: (status, JSON body)."""
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
 def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
     tmp_path: Path, db_url: str, processes: list[Process]
 ) -> None:
     url = serve(processes, tmp_path, db_url)
+    port = int(url.rsplit(":", 1)[1])
     customer = new_id("C")
+    acknowledged: set[str] = set()
+    numbers = iter(range(1_000_000))  # shared by the client threads: next() is atomic enough
+    stopped = threading.Event()
 
-    def create(n: int) -> str | None:
-        body = {"order_id": f"{customer}-{n}", "customer_id": customer, "items": [PEN]}
+    def body(order_id: str) -> bytes:
+        return json.dumps({"order_id": order_id, "customer_id": customer, "items": [PEN]}).encode()
+
+    def client() -> None:  # creates orders until the server stops accepting connections
+        while not stopped.is_set():
+            order_id = f"{customer}-{next(numbers)}"
+            try:
+                response = httpx.post(
+                    f"{url}/orders", content=body(order_id), timeout=60,
+                    headers={"content-type": "application/json"},
+                )  # fmt: skip
+            except httpx.TransportError:
+                return  # refused, or cut: the server had stopped accepting
+            assert response.status_code == 201, response.text
+            acknowledged.add(order_id)
+
+    # Requests held in flight: headers and half the body sent, the rest only after SIGTERM.
+    held = {f"{customer}-held-{n}": socket.create_connection(("127.0.0.1", port)) for n in range(4)}
+    with ThreadPoolExecutor(8) as pool:
+        clients = [pool.submit(client) for _ in range(8)]
         try:
-            response = httpx.post(f"{url}/orders", json=body, timeout=30)
-        except httpx.TransportError:
-            return None  # refused: the server had stopped accepting
-        assert response.status_code == 201, response.text
-        return str(body["order_id"])
-
-    with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(create, n) for n in range(200)]
-        time.sleep(0.2)
-        processes[0].popen.send_signal(signal.SIGTERM)
-        acknowledged = {f.result() for f in futures} - {None}
-    assert processes[0].stop() == 0
-    assert acknowledged
+            until_sync(lambda: len(acknowledged) >= 10, what="10 commands acknowledged")
+            for order_id, sock in held.items():
+                content = body(order_id)
+                sock.sendall(
+                    b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(content), content[:10])
+                )
+            until_sync(
+                lambda: all(_received_by_server(port, sock) for sock in held.values()),
+                what="the held requests in the server's hands",
+            )
+            processes[0].popen.send_signal(signal.SIGTERM)
+            until_sync(lambda: _refused(port), what="the server refusing new connections")
+            until_sync(
+                lambda: "Waiting for connections to close" in processes[0].log.read_text(),
+                what="the server waiting for the requests in flight",
+            )
+            assert processes[0].popen.poll() is None
+            for order_id, sock in held.items():
+                sock.sendall(body(order_id)[10:])
+            for order_id, sock in held.items():
+                with sock:
+                    status, created = _response(sock)
+                assert status == 201, created
+                assert created["order_id"] == order_id
+                acknowledged.add(order_id)
+        finally:
+            stopped.set()
+        for finished in clients:
+            finished.result()
+    assert processes[0].popen.wait(DEADLINE) == 0  # the SIGTERM above: a clean exit
 
     url = serve(processes, tmp_path, db_url)  # a new process over the same database
-    with httpx.Client(base_url=url, limits=httpx.Limits(keepalive_expiry=2.0)) as client:
-        head = client.post("/orders", json={"customer_id": customer, "items": []})
+    with httpx.Client(base_url=url, limits=httpx.Limits(keepalive_expiry=2.0)) as client_:
+        head = client_.post("/orders", json={"customer_id": customer, "items": []})
         token = {"Consistency-Token": head.headers["Consistency-Token"]}
-        page = client.get(f"/customers/{customer}/orders", params={"limit": 500}, headers=token)
-        stored = {o["order_id"] for o in page.json()["orders"]}
+        stored: set[str] = set()
+        cursor = None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = client_.get(f"/customers/{customer}/orders", params=params, headers=token)
+            assert page.status_code == 200, page.text
+            stored |= {o["order_id"] for o in page.json()["orders"]}
+            if (cursor := page.json()["next_cursor"]) is None:
+                break
+    assert set(held) <= stored
     assert acknowledged <= stored
 
 
@@ -182,7 +276,7 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
 def test_an_unreachable_store_is_one_line_and_a_non_zero_exit(
     tmp_path: Path, command: str, db: str
 ) -> None:
-    port = ["--port", str(free_port())] if command == "serve" else []
+    port = ["--port", "0"] if command == "serve" else []
     result = subprocess.run(
         [ORDERS, command, "--db", db, *port],
         cwd=tmp_path,

@@ -24,6 +24,7 @@ from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from orders.app import Settings
 from tests.e2e.conftest import new_id
 from tests.e2e.server import ServerThread
+from tests.support.waiting import until_sync
 
 PEN = {"name": "Pen", "price": "1.50", "quantity": 1}
 
@@ -42,8 +43,21 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
 
 
 def event_count(client: httpx.Client, order_id: str) -> int:
+    """How many events the order has: 0 only when the service says the order does not exist."""
     response = client.get(f"/orders/{order_id}/events")
-    return len(response.json()["events"]) if response.status_code == 200 else 0
+    if response.status_code == 404:
+        assert response.json()["type"] == "/problems/order-not-found", response.text
+        return 0
+    assert response.status_code == 200, response.text
+    return len(response.json()["events"])
+
+
+def requests_handled(client: httpx.Client, method: str, route: str) -> int:
+    """How many requests to ``route`` the service has finished handling (its metrics count a
+    request once the handler is done with it, whatever became of the client)."""
+    prefix = f'orders_http_request_duration_seconds_count{{method="{method}",route="{route}",'
+    lines = client.get("/metrics").text.splitlines()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in lines if line.startswith(prefix))
 
 
 @pytest.fixture
@@ -364,7 +378,7 @@ def test_an_unavailable_store_is_503_and_not_ready(
         store.failure = StoreUnavailable("connection refused")
         response = client.post("/orders", json={"customer_id": "C", "items": [PEN]})
         assert_problem(response, 503, "store-unavailable")
-        assert response.headers["Retry-After"]
+        assert response.headers["Retry-After"] == "5"
         assert "connection refused" not in response.text  # no internals
         assert_problem(client.get("/orders/ORD-1/events"), 503, "store-unavailable")
         ready = client.get("/readyz")
@@ -379,6 +393,9 @@ def test_an_unavailable_store_is_503_and_not_ready(
 def test_a_client_that_hangs_up_mid_body_writes_nothing(
     server: ServerThread, order_id: str
 ) -> None:
+    route = "/orders/{order_id}/items"
+    with server.client() as client:
+        before = requests_handled(client, "POST", route)
     with socket.create_connection(("127.0.0.1", server.port)) as raw:
         raw.sendall(
             f"POST /orders/{order_id}/items HTTP/1.1\r\nHost: x\r\n"
@@ -386,4 +403,9 @@ def test_a_client_that_hangs_up_mid_body_writes_nothing(
             '{"name": "Pen", '.encode()
         )
     with server.client() as client:
+        # the service has seen the hang-up and is done with the request: only now count
+        until_sync(
+            lambda: requests_handled(client, "POST", route) == before + 1,
+            what="the server finishing the abandoned request",
+        )
         assert event_count(client, order_id) == 1

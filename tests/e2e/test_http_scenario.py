@@ -78,9 +78,11 @@ def test_the_seed_scenario_end_to_end(start_server: StartServer) -> None:
             "submitted_orders": 1,
             "average_order_value": "787.50",
         }
-        today = datetime.now(UTC).date().isoformat()
+        # the day the order was submitted (UTC), not the day the test looks: a run may cross
+        # midnight
+        day = datetime.fromisoformat(order["submitted_at"]).astimezone(UTC).date().isoformat()
         assert get(client, "/stats/daily", token) == {
-            "days": [{"date": today, "count": 1, "revenue": "1176.00"}]
+            "days": [{"date": day, "count": 1, "revenue": "1176.00"}]
         }
 
         log = get(client, "/orders/ORD-001/events")

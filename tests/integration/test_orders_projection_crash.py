@@ -11,22 +11,28 @@ import uuid
 from cqrskit import Backend
 from orders.app import Settings, build_app
 from tests.support.orders import fill_orders, full_replay, snapshot
+from tests.support.waiting import DEADLINE
 
-# The child applies the projections slowly (a pause per decoded event) so that the kill lands
-# inside a batch, between the read-model writes and the commit.
+# The child stops dead inside a batch once this process has committed at least one (a decode
+# that comes after a committed batch prints "blocked" and never returns), so that the kill
+# lands between a batch's read-model writes and its commit, with some progress behind it.
 CHILD = textwrap.dedent(
     """
-    import asyncio, sys, time
+    import asyncio, sys, threading
     from cqrskit import EventCodec
     from orders.app import Settings, build_app
 
+    app = None
     decode = EventCodec.decode
-    def slow_decode(self, recorded):
-        time.sleep(0.001)
+    def decode_or_stop(self, recorded):
+        if app is not None and any(r.status.events_applied for r in app.runners):
+            print("blocked", flush=True)
+            threading.Event().wait()
         return decode(self, recorded)
-    EventCodec.decode = slow_decode
+    EventCodec.decode = decode_or_stop
 
     async def main():
+        global app
         app = await build_app(Settings(db_url=sys.argv[1], projection_batch_size=97))
         print("started", flush=True)
         await app.catch_up()
@@ -48,21 +54,22 @@ async def test_a_projection_killed_mid_batch_resumes_to_a_full_replay(
     finally:
         await app.close()
 
-    for delay in (0.3, 0.5):  # two kills at different points of the rebuild
+    for _ in range(2):  # two kills, each after the child committed one more batch
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", CHILD, url, stdout=asyncio.subprocess.PIPE
         )
         assert child.stdout is not None
-        assert (await child.stdout.readline()).strip() == b"started"
-        await asyncio.sleep(delay)
+        async with asyncio.timeout(DEADLINE):
+            assert (await child.stdout.readline()).strip() == b"started"
+            assert (await child.stdout.readline()).strip() == b"blocked"
         child.send_signal(signal.SIGKILL)
-        assert await asyncio.wait_for(child.wait(), 30) == -signal.SIGKILL
+        assert await asyncio.wait_for(child.wait(), DEADLINE) == -signal.SIGKILL
 
     app = await build_app(Settings(db_url=url))
     try:
         head = await app.backend.events.head_position()
         partial = [await app.backend.read.checkpoint(r.projection.name) for r in app.runners]
-        assert any(0 < position < head for position in partial), "the kill came too late"
+        assert any(0 < position < head for position in partial), partial
         await app.catch_up()
         rebuilt, replayed = await snapshot(app.backend.read), await full_replay(app.backend.events)
         for name in rebuilt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,9 +13,12 @@ from rich.console import Console
 
 from orders.app import OrdersApp, Settings, build_app
 from orders.demo import play_demo
+from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
+from orders.queries import OrderPage, OrderView
 from tests.support.backends import BACKEND_NAMES
 from tests.support.orders import fill_orders, full_replay, snapshot
 from tests.support.postgres import fresh_url
+from tests.support.waiting import DEADLINE
 
 
 @pytest.fixture(params=BACKEND_NAMES)
@@ -83,3 +86,73 @@ async def test_pages_walk_every_order_once(app: OrdersApp) -> None:
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) == 28  # every odd-numbered order stays a draft
+
+
+async def _walk_while_writing(
+    app: OrdersApp,
+    walk: Callable[[str | None], Awaitable[OrderPage]],
+    write: Callable[[], Awaitable[int]],
+) -> list[OrderView]:
+    """Every page of ``walk``; before each next page, ``write()`` changes the read model and
+    the walk waits until the projections have applied it."""
+    seen: list[OrderView] = []
+    cursor: str | None = None
+    while True:
+        page = await walk(cursor)
+        seen.extend(page.orders)
+        cursor = page.next_cursor
+        if cursor is None:
+            return seen
+        assert await app.wait_for_position(await write(), timeout=DEADLINE)
+
+
+def _assert_walked(seen: list[OrderView], expected: list[str]) -> None:
+    """No order twice, every expected one (in creation order), the whole walk in key order."""
+    ids = [order.order_id for order in seen]
+    assert len(ids) == len(set(ids)), "an order was repeated"
+    wanted = set(expected)
+    assert [i for i in ids if i in wanted] == expected, "an order that existed was skipped"
+    keys = [(order.created_at, order.order_id) for order in seen]
+    assert keys == sorted(keys)
+
+
+async def test_pages_never_repeat_or_skip_while_orders_change_during_the_walk(
+    app: OrdersApp,
+) -> None:
+    app.start_projections()
+    customer, prefix = f"C-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    pen = LineItem(name="Pen", price=Decimal("1.25"), quantity=1)
+    existing = [f"{prefix}-{n:02d}" for n in range(60)]
+    for order_id in existing:
+        await app.commands.handle(
+            CreateOrder(order_id=order_id, customer_id=customer, items=(pen,))
+        )
+    untouched = iter(existing)
+    submitted: list[str] = []
+    created: list[str] = []
+
+    async def write() -> int:
+        # one order changes (its row is rewritten), one leaves the drafts, a new one arrives
+        changed = await app.commands.handle(AddItems(order_id=next(untouched), items=(pen,)))
+        submitted.append(next(untouched))
+        await app.commands.handle(SubmitOrder(order_id=submitted[-1]))
+        created.append(f"{prefix}-new-{len(created):02d}")
+        new = await app.commands.handle(
+            CreateOrder(order_id=created[-1], customer_id=customer, items=(pen,))
+        )
+        return max(changed.position, new.position)
+
+    assert await app.wait_for_position(await app.backend.events.head_position(), DEADLINE)
+    by_customer = await _walk_while_writing(
+        app, lambda cursor: app.queries.orders_by_customer(customer, limit=6, cursor=cursor), write
+    )
+    assert submitted, "nothing changed during the walk"
+    _assert_walked(by_customer, existing)
+
+    drafts_at_start = [o for o in existing if o not in submitted] + created
+    submitted.clear()
+    drafts = await _walk_while_writing(
+        app, lambda cursor: app.queries.orders_by_status("draft", limit=5, cursor=cursor), write
+    )
+    assert submitted, "nothing changed during the walk"
+    _assert_walked(drafts, [o for o in drafts_at_start if o not in submitted])

@@ -8,17 +8,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 
 from cqrskit.backends import open_backend
 from cqrskit.errors import ConcurrencyError, ConfigurationError, CqrsKitError, StoreUnavailable
-from cqrskit.messages import NewEvent
+from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.migrations import latest_version
+from cqrskit.readmodel import Column, ColumnType, Table, ViewTransaction
 from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
 from cqrskit.sqlite._common import parse_url
 from cqrskit.sqlite._schema import EVENTS
 from cqrskit.sqlite._writer import GroupCommit
 from cqrskit.store import NO_STREAM
+from tests.support.sqlite import queued, writer_is_committing
+from tests.support.waiting import until
 
 
 def event(n: int = 0, event_id: UUID | None = None) -> NewEvent:
@@ -54,8 +58,15 @@ def test_urls_name_a_file_and_only_known_options() -> None:
     assert parse_url("sqlite:////abs/orders.db") == (Path("/abs/orders.db"), False)
     risky = parse_url("sqlite:///o.db?risk_recent_commits_on_power_loss=1")
     assert risky == (Path("o.db"), True)
-    for bad in ("sqlite://", "sqlite:///", "sqlite:///o.db?synchronous=off", "postgres:///x"):
-        with pytest.raises(ConfigurationError):
+    option = "sqlite:///o.db?risk_recent_commits_on_power_loss="
+    for value, expected in (("true", True), ("Yes", True), ("ON", True), ("0", False)):
+        assert parse_url(option + value) == (Path("o.db"), expected), value
+    assert parse_url(option + "off&risk_recent_commits_on_power_loss=1")[1] is True
+    for bad in ("sqlite://", "sqlite:///", "postgres:///x"):
+        with pytest.raises(ConfigurationError, match=r"invalid SQLite URL .*sqlite:///path"):
+            parse_url(bad)
+    for bad in ("sqlite:///o.db?synchronous=off", option, option + "maybe", "sqlite:///o.db?x="):
+        with pytest.raises(ConfigurationError, match="unsupported SQLite URL option"):
             parse_url(bad)
 
 
@@ -89,6 +100,9 @@ async def test_a_failing_append_in_a_group_leaves_the_others_committed(tmp_path:
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the appends below queue up
     try:
+        # the writer is parked on a first append, so the four below meet in the next group
+        plug = asyncio.ensure_future(store.append("plug", [event(0)], NO_STREAM))
+        await until(lambda: writer_is_committing(store), what="the writer taking the plug")
         appends = asyncio.gather(
             store.append("first", [event(1)], NO_STREAM),
             store.append("first", [event(2)], NO_STREAM),  # loses to the one above
@@ -96,19 +110,20 @@ async def test_a_failing_append_in_a_group_leaves_the_others_committed(tmp_path:
             store.append("last", [event(6), event(7)], NO_STREAM),
             return_exceptions=True,
         )
-        await asyncio.sleep(0.1)
+        await until(lambda: queued(store) == 4, what="four appends queued")
     finally:
         blocker.execute("COMMIT")
         blocker.close()
     first, second, bad, last = await appends
+    assert (await plug).position == 2
     assert not isinstance(first, BaseException)
     assert not isinstance(last, BaseException)
     assert isinstance(second, ConcurrencyError)
     assert isinstance(bad, CqrsKitError)
     assert "bad" in str(bad)
     assert await store.read_stream("bad") == []
-    assert [e.position for e in await store.read_all(0)] == [1, 2, 3, 4]
-    assert (first.position, last.position) == (2, 4)
+    assert [e.position for e in await store.read_all(0)] == [1, 2, 3, 4, 5]
+    assert (first.position, last.position) == (3, 5)
     await store.close()
 
 
@@ -116,6 +131,16 @@ async def test_appends_from_another_process_reach_a_waiting_subscriber(tmp_path:
     path = tmp_path / "events.db"
     subscriber, other = await SqliteEventStore.open(path), await SqliteEventStore.open(path)
     received: list[str] = []
+    empty_reads = 0
+    read_all = subscriber.read_all
+
+    async def counting_read_all(after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        nonlocal empty_reads
+        found = await read_all(after, limit)
+        empty_reads += not found
+        return found
+
+    subscriber.read_all = counting_read_all  # type: ignore[method-assign]
 
     async def consume() -> None:
         async for batch in subscriber.subscribe_all(0, 100):
@@ -125,7 +150,8 @@ async def test_appends_from_another_process_reach_a_waiting_subscriber(tmp_path:
 
     try:
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.1)  # the subscriber is idle, polling the file
+        # the subscriber is idle: it has read, found nothing, and now polls the file
+        await until(lambda: empty_reads >= 1, what="the subscriber catching up")
         await other.append("a", [event()], NO_STREAM)
         await other.append("b", [event()], NO_STREAM)
         async with asyncio.timeout(10):
@@ -178,3 +204,51 @@ async def test_appends_fail_instead_of_hanging_when_the_writer_thread_dies(
         with pytest.raises(StoreUnavailable, match="closed"):
             await store.append("s", [event()], NO_STREAM)
     await store.close()
+
+
+async def test_a_full_disk_refuses_appends_and_batches_cleanly_and_then_they_work(
+    tmp_path: Path,
+) -> None:
+    backend = await open_backend(f"sqlite:///{tmp_path / 'events.db'}")
+    events, read = backend.events, backend.read
+    assert isinstance(events, SqliteEventStore)
+    assert isinstance(read, SqliteReadStore)
+    table = Table(
+        "blobs", (Column("id", ColumnType.TEXT), Column("body", ColumnType.TEXT)), ("id",)
+    )
+    try:
+        await events.append("s", [event()], NO_STREAM)
+        await read.setup([table])
+        # Given files that cannot grow (SQLite's own cap on their size: a full disk)
+        writers = (events._appends._connection, read._writer)
+        for connection in writers:
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            connection.execute(f"PRAGMA max_page_count = {pages}")
+        big = NewEvent(**{**msgspec.structs.asdict(event()), "data": b"x" * 200_000})
+        # When an append or a projection batch needs room
+        with pytest.raises(StoreUnavailable) as refused_append:
+            await events.append("s", [big], 1)
+
+        def write(view: ViewTransaction) -> None:
+            view.put(table, {"id": "a", "body": "y" * 200_000})
+
+        with pytest.raises(StoreUnavailable) as refused_batch:
+            await read.apply("p", 0, 1, write)
+        # Then each is refused whole, saying which file, what and why
+        for refused, path, doing in (
+            (refused_append, events.path, "append"),
+            (refused_batch, read.path, "applying a projection batch"),
+        ):
+            assert str(refused.value) == (
+                f"SQLite database {path}: {doing} failed: database or disk is full"
+            )
+        assert await events.stream_version("s") == 1
+        assert (await read.checkpoint("p"), await read.get(table, "a")) == (0, None)
+        # ... and once there is room, both work again
+        for connection in writers:
+            connection.execute("PRAGMA max_page_count = 1073741823")
+        assert (await events.append("s", [big], 1)).version == 2
+        await read.apply("p", 0, 1, write)
+        assert await read.checkpoint("p") == 1
+    finally:
+        await backend.close()

@@ -19,7 +19,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cqrskit.sqlite import SqliteEventStore
+from cqrskit import Backend
+from cqrskit.backends import open_backend
+from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
 
 CHILD = r"""
 import asyncio, sys, uuid
@@ -28,7 +30,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from cqrskit.messages import NewEvent
-from cqrskit.sqlite import SqliteEventStore
+from cqrskit import Backend
+from cqrskit.backends import open_backend
+from cqrskit.sqlite import SqliteEventStore, SqliteReadStore
 
 
 async def writer(store, number):
@@ -131,3 +135,41 @@ async def test_a_killed_writer_loses_no_acknowledged_append_and_half_writes_none
     # the store keeps working after the crash: a restarted writer continues the streams
     more = await asyncio.to_thread(run_and_kill, path, 20)
     await check_store(path, acks + more)
+
+
+def _synchronous_modes(backend: Backend) -> set[int]:
+    """``PRAGMA synchronous`` of every connection the backend writes or reads with."""
+    events, read = backend.events, backend.read
+    assert isinstance(events, SqliteEventStore)
+    assert isinstance(read, SqliteReadStore)
+    connections = [
+        events._appends._connection,
+        events._readers.get(),
+        read._writer,
+        read._readers.get(),
+    ]
+    return {connection.execute("PRAGMA synchronous").fetchone()[0] for connection in connections}
+
+
+FULL, NORMAL = 2, 1  # SQLite's numbers for the two modes
+
+
+async def test_every_connection_runs_synchronous_full_unless_the_url_opts_out(
+    tmp_path: Path,
+) -> None:
+    # An acknowledged append survives power loss only if its commit was fsynced (FULL); the
+    # URL option trades that for speed (NORMAL: survives a crash of the process only).
+    safe = await open_backend(f"sqlite:///{tmp_path / 'safe.db'}")
+    risky = await open_backend(
+        f"sqlite:///{tmp_path / 'risky.db'}?risk_recent_commits_on_power_loss=1"
+    )
+    explicit = await open_backend(
+        f"sqlite:///{tmp_path / 'explicit.db'}?risk_recent_commits_on_power_loss=0"
+    )
+    try:
+        assert _synchronous_modes(safe) == {FULL}
+        assert _synchronous_modes(risky) == {NORMAL}
+        assert _synchronous_modes(explicit) == {FULL}
+    finally:
+        for backend in (safe, risky, explicit):
+            await backend.close()

@@ -162,3 +162,23 @@ def next_transaction_id(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def fresh_database_url(request: pytest.FixtureRequest) -> str:
+    """A URL to a new, empty database, dropped when ``request`` finishes.
+
+    For tests that must not hear other tests: NOTIFY reaches every listener of a database,
+    whatever its schema.
+    """
+    dsn = server_dsn()
+    name = f"cqrskit_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    request.addfinalizer(functools.partial(_drop_database, dsn, name))
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _drop_database(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

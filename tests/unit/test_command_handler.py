@@ -140,12 +140,17 @@ async def test_events_carry_the_handlers_clock_and_metadata() -> None:
 async def test_concurrent_retries_with_one_idempotency_key_all_get_the_first_outcome() -> None:
     import asyncio
 
+    looked_up, first_look_ups = asyncio.Barrier(5), 0
+
     class YieldingStore(InMemoryEventStore):
         """Lets every request look up the key before any of them appends."""
 
         async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
+            nonlocal first_look_ups
             found = await super().find_idempotent_result(key)
-            await asyncio.sleep(0.01)
+            if first_look_ups < 5:  # each request's first look-up (later ones pass)
+                first_look_ups += 1
+                await looked_up.wait()
             return found
 
     store = YieldingStore()

@@ -106,6 +106,8 @@ async def test_read_stream_from_a_version_and_with_a_limit(backend: Backend) -> 
     await store.append(stream, events[2:], 2)
     assert _ids(await store.read_stream(stream, from_version=3)) == _ids(events[2:])
     assert _ids(await store.read_stream(stream, from_version=2, limit=3)) == _ids(events[1:4])
+    assert _ids(await store.read_stream(stream, from_version=2, limit=2)) == _ids(events[1:3])
+    assert _ids(await store.read_stream(stream, from_version=5, limit=10)) == _ids(events[4:])
     assert await store.read_stream(stream, from_version=7) == []
 
 
@@ -170,6 +172,50 @@ async def test_an_expected_version_on_a_missing_stream_raises(backend: Backend) 
         await backend.events.append(stream, _events(1), 1)
     assert raised.value.actual_version == 0
     assert await backend.events.read_stream(stream) == []
+
+
+async def test_an_append_of_no_events_checks_the_version_and_writes_nothing(
+    backend: Backend,
+) -> None:
+    store, stream = backend.events, _stream()
+    appended = await store.append(stream, _events(2), NO_STREAM)
+    nothing = await store.append(stream, [], 2)
+    head = await store.head_position()
+    assert (nothing.stream_id, nothing.version) == (stream, 2)
+    assert appended.position <= nothing.position <= head
+    assert (await store.append(_stream(), [], NO_STREAM)).version == 0
+    assert (await store.append(stream, [], ANY_VERSION)).version == 2
+    with pytest.raises(ConcurrencyError) as raised:
+        await store.append(stream, [], 1)
+    assert (raised.value.stream_id, raised.value.expected_version) == (stream, 1)
+    assert raised.value.actual_version == 2
+    taken = IdempotencyRecord(key=f"key-{uuid4()}", fingerprint="f")
+    await store.append(_stream(), _events(1), NO_STREAM, idempotency=taken)
+    with pytest.raises(DuplicateIdempotencyKey) as duplicate:
+        await store.append(stream, [], 2, idempotency=taken)
+    assert duplicate.value.key == taken.key
+    assert await store.stream_version(stream) == 2
+    assert len(await store.read_stream(stream)) == 2
+
+
+async def test_read_all_and_subscribe_all_default_to_the_beginning(backend: Backend) -> None:
+    store, stream = backend.events, _stream()
+    events = _events(2)
+    await store.append(stream, events, NO_STREAM)
+    everything = await store.read_all()
+    assert [e.event_id for e in everything if e.stream_id == stream] == _ids(events)
+    assert everything == await store.read_all(0, 1000)
+    received: list[RecordedEvent] = []
+
+    async def consume() -> None:
+        async for batch in store.subscribe_all():
+            received.extend(e for e in batch if e.stream_id == stream)
+            if len(received) == len(events):
+                return
+
+    async with asyncio.timeout(_TIMEOUT):
+        await consume()
+    assert _ids(received) == _ids(events)
 
 
 async def test_any_version_appends_whatever_the_version(backend: Backend) -> None:
@@ -238,8 +284,9 @@ async def test_a_duplicate_idempotency_key_aborts_the_whole_append(backend: Back
     first_stream, second_stream = _stream(), _stream()
     result = await store.append(first_stream, _events(2), NO_STREAM, idempotency=key)
     again = IdempotencyRecord(key=key.key, fingerprint="second")
-    with pytest.raises(DuplicateIdempotencyKey):
+    with pytest.raises(DuplicateIdempotencyKey) as raised:
         await store.append(second_stream, _events(3), NO_STREAM, idempotency=again)
+    assert raised.value.key == key.key
     assert await store.read_stream(second_stream) == []
     stored = await store.find_idempotent_result(key.key)
     assert stored is not None
@@ -401,12 +448,19 @@ async def test_concurrent_appends_to_many_streams_all_land(backend: Backend) -> 
 
 async def test_head_position_is_the_last_position_read_all_can_return(backend: Backend) -> None:
     store, stream = backend.events, _stream()
-    result = await store.append(stream, _events(3), NO_STREAM)
+    events = _events(3)
+    result = await store.append(stream, events, NO_STREAM)
     head = await store.head_position()
     assert head >= result.position
-    assert (await store.read_stream(stream))[-1].position <= head
-    if head == result.position:  # nobody else appended meanwhile (the database may be shared)
-        assert [r for r in await store.read_all(head, 10) if r.stream_id == stream] == []
+    assert (await store.read_stream(stream))[-1].position == result.position
+    # The event at the head is readable, and so is the append's last event at its position
+    # (exact whatever others append meanwhile: the database may be shared).
+    [at_head] = await store.read_all(head - 1, 1)
+    assert at_head.position == head
+    [last] = await store.read_all(result.position - 1, 1)
+    assert (last.position, last.event_id) == (result.position, events[-1].event_id)
+    assert all(r.position > head for r in await store.read_all(head, 10))
+    assert [r for r in await store.read_all(head, 10) if r.stream_id == stream] == []
 
 
 # --- subscriptions -----------------------------------------------------------------------------
@@ -438,6 +492,12 @@ async def _subscribed(
             await task
 
 
+async def _let_run() -> None:
+    """Let every other task run until it waits for something (no time passes)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
 async def test_subscribe_all_catches_up_then_follows_live_appends(backend: Backend) -> None:
     store, stream = backend.events, _stream()
     start = await store.head_position()
@@ -446,7 +506,7 @@ async def test_subscribe_all_catches_up_then_follows_live_appends(backend: Backe
     async with _subscribed(store, start, stream, batch_size=2) as received:
         assert [(await _next(received)).event_id for _ in history] == _ids(history)
         live = _events(3)
-        await asyncio.sleep(0.05)  # the subscription is now waiting for new events
+        await _let_run()  # the subscription goes back to waiting for new events
         await store.append(stream, live[:1], 5)
         assert (await _next(received)).event_id == live[0].event_id
         await store.append(stream, live[1:], 6)

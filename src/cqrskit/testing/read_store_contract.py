@@ -133,6 +133,22 @@ async def test_a_stale_checkpoint_raises_checkpoint_moved_and_writes_nothing(
     assert await store.get(ITEMS, tenant, "item-002") is None
 
 
+async def test_a_checkpoint_expected_where_none_was_stored_raises_checkpoint_moved(
+    backend: Backend,
+) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+
+    def write(view: ViewTransaction) -> None:
+        view.put(ITEMS, _row(tenant, 1))
+
+    with pytest.raises(CheckpointMoved) as raised:
+        await store.apply(projection, 5, 9, write)
+    assert (raised.value.expected, raised.value.actual) == (5, 0)
+    assert await store.checkpoint(projection) == 0
+    assert await store.get(ITEMS, tenant, "item-001") is None
+
+
 async def test_an_error_in_write_rolls_back_every_table_and_the_checkpoint(
     backend: Backend,
 ) -> None:
@@ -231,6 +247,35 @@ async def test_rows_returned_are_independent_copies(backend: Backend) -> None:
     row["details"]["tags"].append("mutated")
     row["rank"] = -1
     assert await store.get(ITEMS, tenant, "item-001") == _row(tenant, 1)
+
+
+async def test_rows_written_and_found_are_independent_copies(backend: Backend) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+    row = _row(tenant, 1)
+
+    def write(view: ViewTransaction) -> None:
+        view.put(ITEMS, row)
+
+    await store.apply(projection, 0, 1, write)
+    row["details"]["tags"].append("changed after the batch")
+    [found] = await store.find(ITEMS, where={"tenant": tenant})
+    assert found == _row(tenant, 1)
+    found["details"]["tags"].append("mutated")
+    assert await store.find(ITEMS, where={"tenant": tenant}) == [_row(tenant, 1)]
+
+
+async def test_deleting_a_row_that_is_not_there_is_no_error(backend: Backend) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+
+    def write(view: ViewTransaction) -> None:
+        view.delete(ITEMS, tenant, "item-404")
+        view.put(TOTALS, {"tenant": tenant, "total": 0})
+
+    await store.apply(projection, 0, 3, write)
+    assert await store.checkpoint(projection) == 3
+    assert await store.get(TOTALS, tenant) == {"tenant": tenant, "total": 0}
 
 
 async def test_find_filters_by_where_and_orders_by_columns(backend: Backend) -> None:
