@@ -46,7 +46,8 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
     supervisor = service.app.supervisor
     reasons = []
     try:
-        reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
+        async with asyncio.timeout(READY_TIMEOUT):
+            reports = await service.app.projections()
         store: Literal["reachable", "unreachable"] = "reachable"
     except Exception as error:  # any failure to reach the store means "not ready"
         log.warning("readiness check failed: %s", error)
@@ -94,7 +95,8 @@ def projection_out(report: ProjectionReport) -> models.ProjectionOut:
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics (text format)."""
     try:
-        reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
+        async with asyncio.timeout(READY_TIMEOUT):
+            reports = await service.app.projections()
     except Exception as error:  # scraping must not fail because the store is down
         log.warning("projection metrics unavailable: %s", error)
     else:
