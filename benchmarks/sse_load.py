@@ -121,7 +121,8 @@ async def read_streams(port: int, clients: int, after: int) -> dict[str, Any]:
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
     await asyncio.sleep(0.5)  # let every client connect before the load starts
     print("ready", flush=True)
-    await asyncio.wait_for(asyncio.gather(watch_target(), *tasks), timeout=120)
+    async with asyncio.timeout(120):
+        await asyncio.gather(watch_target(), *tasks)
     return {
         "clients": clients,
         "events_per_client": sorted(set(counts)),

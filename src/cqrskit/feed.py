@@ -93,7 +93,8 @@ class FeedSubscription:
             if not self._queue and self._failure is None:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
             if self._failure is not None:
                 raise self._failure
             return self._take_queued()

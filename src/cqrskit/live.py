@@ -52,7 +52,8 @@ class QuerySubscription(Generic[T]):
         if self._latest is None and self._failure is None:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
         if self._failure is not None:
             raise self._failure
         answer, self._latest = self._latest, None

@@ -238,7 +238,8 @@ class ProjectionRunner:
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._progress.wait()
         return True
 
     async def rebuild(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:

@@ -245,7 +245,8 @@ class JetStreamLog:
                 subject = _wire.subject_for(self.stream, self.partitions, event)
                 futures.append(await self._js.publish_async(subject, event.data, headers=header))
             try:
-                acks = await asyncio.wait_for(asyncio.gather(*futures), timeout)
+                async with asyncio.timeout(timeout):
+                    acks = await asyncio.gather(*futures)
             except nats.js.errors.APIError as error:
                 raise PublishRefused(str(error)) from error
             finally:

@@ -138,7 +138,8 @@ class Relay:
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._progress.wait()
         return True
 
     async def _resume(self) -> None:

@@ -250,7 +250,8 @@ class _Notifier:
         if self.count != seen:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
     def _bump(self) -> None:
         self.count += 1

@@ -47,7 +47,8 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
     supervisor = service.app.supervisor
     reasons = []
     try:
-        reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
+        async with asyncio.timeout(READY_TIMEOUT):
+            reports = await service.app.projections()
         store: Literal["reachable", "unreachable"] = "reachable"
         await asyncio.wait_for(service.app.check_read_model(), READY_TIMEOUT)
     except ReadModelMismatch as refusal:
@@ -99,7 +100,8 @@ def projection_out(report: ProjectionReport) -> models.ProjectionOut:
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics (text format)."""
     try:
-        reports = await asyncio.wait_for(service.app.projections(), READY_TIMEOUT)
+        async with asyncio.timeout(READY_TIMEOUT):
+            reports = await service.app.projections()
     except Exception as error:  # scraping must not fail because the store is down
         log.warning("projection metrics unavailable: %s", error)
     else:
