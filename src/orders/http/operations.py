@@ -50,7 +50,8 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         async with asyncio.timeout(READY_TIMEOUT):
             reports = await service.app.projections()
         store: Literal["reachable", "unreachable"] = "reachable"
-        await asyncio.wait_for(service.app.check_read_model(), READY_TIMEOUT)
+        async with asyncio.timeout(READY_TIMEOUT):
+            await service.app.check_read_model()
     except ReadModelMismatch as refusal:
         log.warning("not ready: %s", refusal)
         reasons.append(str(refusal))
