@@ -42,6 +42,7 @@ from cqrskit.store import (
 )
 from cqrskit.supervision import Backoff, ProjectionReport, ProjectionState, Supervisor
 from cqrskit.upcasting import Upcaster
+from cqrskit.versions import ProjectionVersions, ServingReadStore, VersionRole
 
 __all__ = [
     "ANY_VERSION",
@@ -77,10 +78,12 @@ __all__ = [
     "ProjectionRunner",
     "ProjectionState",
     "ProjectionStatus",
+    "ProjectionVersions",
     "ReadModelMismatch",
     "ReadStore",
     "RecordedEvent",
     "Row",
+    "ServingReadStore",
     "StoreUnavailable",
     "StreamNotFound",
     "Supervisor",
@@ -89,6 +92,7 @@ __all__ = [
     "UnknownCommand",
     "UnknownEventType",
     "Upcaster",
+    "VersionRole",
     "ViewTransaction",
     "open_backend",
 ]

@@ -157,6 +157,12 @@ class InMemoryReadStore:
         self._checkpoints[projection] = 0
         self._sources.pop(projection, None)
 
+    async def drop(self, projection: str, tables: Sequence[str]) -> None:
+        for name in tables:
+            self._tables.pop(name, None)
+        self._checkpoints.pop(projection, None)
+        self._sources.pop(projection, None)
+
     async def source(self, projection: str) -> str | None:
         return self._sources.get(projection)
 

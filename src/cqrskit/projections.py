@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,7 +15,7 @@ from cqrskit import tracing
 from cqrskit.codec import EventCodec
 from cqrskit.errors import CheckpointMoved, ConfigurationError
 from cqrskit.messages import Event, RecordedEvent
-from cqrskit.readmodel import ReadStore, Table, ViewTransaction
+from cqrskit.readmodel import ReadStore, Row, Table, ViewTransaction
 from cqrskit.store import EventSource
 
 __all__ = [
@@ -23,11 +24,25 @@ __all__ = [
     "Projection",
     "ProjectionRunner",
     "ProjectionStatus",
+    "version_key",
+    "version_table",
 ]
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[[E, RecordedEvent, ViewTransaction], None]
 log = logging.getLogger("cqrskit.projections")
+
+
+def version_key(name: str, version: int) -> str:
+    """The checkpoint (and lease and source) key of ``version`` of projection ``name``: the
+    bare name for version 1, so that read models from before versions keep their checkpoint."""
+    return name if version == 1 else f"{name}@v{version}"
+
+
+def version_table(table: Table, version: int) -> Table:
+    """The table ``version`` of a projection stores rows of ``table`` in: ``table`` itself
+    for version 1, else one named ``<name>__v<version>``, so that versions never share rows."""
+    return table if version == 1 else dataclasses.replace(table, name=f"{table.name}__v{version}")
 
 
 class Projection:
@@ -36,12 +51,50 @@ class Projection:
     Handlers are plain functions ``handler(event, recorded, view)``; they must be
     deterministic in the event and its envelope (use ``recorded.recorded_at``, never the
     clock), so that a rebuild gives the same tables.
+
+    ``version`` (default 1) names the shape of the read model: a new version of a projection
+    is built from zero into tables of its own (:func:`version_table`) with a checkpoint of its
+    own (:attr:`key`) while the previous one keeps serving, and queries switch to it once it
+    has caught up (see :mod:`cqrskit.versions`). Handlers and queries name the tables as
+    declared; each version's rows live in its own.
     """
 
-    def __init__(self, name: str, tables: Sequence[Table]) -> None:
+    def __init__(self, name: str, tables: Sequence[Table], *, version: int = 1) -> None:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ConfigurationError(
+                f"projection {name!r}: version must be a whole number from 1, got {version!r}"
+            )
         self.name = name
+        self.version = version
         self.tables = tuple(tables)
+        #: the checkpoint, lease and source key of this version (:func:`version_key`)
+        self.key = version_key(name, version)
+        #: the tables this version stores its rows in (:func:`version_table`)
+        self.stored_tables = tuple(version_table(table, version) for table in self.tables)
+        self._stored = {
+            table.name: stored
+            for table, stored in zip(self.tables, self.stored_tables, strict=True)
+        }
         self._handlers: dict[str, Handler[Any]] = {}
+
+    def versioned(self, version: int, tables: Sequence[Table] | None = None) -> Projection:
+        """This projection at ``version``, with the same handlers and ``tables`` (default:
+        the same): e.g. the previous version kept running beside a new one during a build,
+        or a new version that only changes how its tables are declared (an index)."""
+        copy = Projection(self.name, self.tables if tables is None else tables, version=version)
+        copy._handlers.update(self._handlers)
+        return copy
+
+    def stored_table(self, table: Table) -> Table:
+        """The table this version keeps the rows of declared table ``table`` in. Raises
+        :class:`ConfigurationError` for a table the projection did not declare (but version
+        1 stores any table under its own name, as before versions)."""
+        stored = self._stored.get(table.name)
+        if stored is not None:
+            return stored
+        if self.version == 1:
+            return table
+        raise ConfigurationError(f"projection {self.key!r} did not declare table {table.name!r}")
 
     def on(self, event_type: type[E]) -> Callable[[Handler[E]], Handler[E]]:
         """Register the decorated function as the handler of ``event_type``."""
@@ -65,6 +118,8 @@ class Projection:
         """
         handlers = self._handlers
         handled = 0
+        if self.version != 1:
+            view = _StoredView(self, view)
         for recorded in events:
             handler = handlers.get(codec.read_as(recorded.event_type, recorded.schema_version))
             if handler is not None:
@@ -74,6 +129,23 @@ class Projection:
                 handler(codec.decode(current), current, view)
                 handled += 1
         return handled
+
+
+class _StoredView:
+    """A version's handlers name the declared tables; its rows go to the version's own."""
+
+    def __init__(self, projection: Projection, view: ViewTransaction) -> None:
+        self._stored = projection.stored_table
+        self._view = view
+
+    def get(self, table: Table, *key: Any) -> Row | None:
+        return self._view.get(self._stored(table), *key)
+
+    def put(self, table: Table, row: Row) -> None:
+        self._view.put(self._stored(table), row)
+
+    def delete(self, table: Table, *key: Any) -> None:
+        self._view.delete(self._stored(table), *key)
 
 
 @runtime_checkable
@@ -98,6 +170,7 @@ class ProjectionStatus:
     name: str
     position: int = 0
     events_applied: int = 0
+    version: int = 1
     running: bool = False
     standing_by: bool = False
     catch_up_target: int = 0
@@ -129,13 +202,13 @@ class ProjectionRunner:
         self._read_store = read_store
         self._codec = codec
         self._batch_size = batch_size
-        self.status = ProjectionStatus(projection.name)
+        self.status = ProjectionStatus(projection.name, version=projection.version)
         self._progress = asyncio.Condition()
 
     async def setup(self) -> None:
         """Create the projection's tables if needed and load its checkpoint."""
-        await self._read_store.setup(self.projection.tables)
-        self.status.position = await self._read_store.checkpoint(self.projection.name)
+        await self._read_store.setup(self.projection.stored_tables)
+        self.status.position = await self._read_store.checkpoint(self.projection.key)
 
     async def catch_up(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Apply every event up to the store's current head, then return.
@@ -173,11 +246,11 @@ class ProjectionRunner:
         concurrent runners from applying a batch twice). ``on_batch(events_handled)`` is
         awaited after each committed batch.
         """
-        await self._read_store.setup(self.projection.tables)
+        await self._read_store.setup(self.projection.stored_tables)
         store = self._read_store
         leasing = self._use_lease and isinstance(store, LeasingReadStore)
         lease: contextlib.AbstractAsyncContextManager[None] = (
-            store.acquire_lease(self.projection.name)
+            store.acquire_lease(self.projection.key)
             if leasing and isinstance(store, LeasingReadStore)
             else contextlib.nullcontext()
         )
@@ -185,14 +258,14 @@ class ProjectionRunner:
         try:
             async with lease:
                 self.status.standing_by = False
-                self.status.position = await store.checkpoint(self.projection.name)
+                self.status.position = await store.checkpoint(self.projection.key)
                 self.status.catch_up_target = await self._events.head_position()
                 self.status.running = True
                 while True:
                     try:
                         await self._follow(on_batch)
                     except CheckpointMoved as moved:
-                        log.info("projection %s: %s; resuming", self.projection.name, moved)
+                        log.info("projection %s: %s; resuming", self.projection.key, moved)
                         self.status.position = moved.actual
         finally:
             self.status.standing_by = False
@@ -214,7 +287,7 @@ class ProjectionRunner:
 
         last = batch[-1]
         started = time.time_ns() if tracing.enabled() else 0
-        await self._read_store.apply(projection.name, self.status.position, last.position, write)
+        await self._read_store.apply(projection.key, self.status.position, last.position, write)
         if started:
             traced = [tracing.trace_context_of(event.meta) for event in batch]
             tracing.record_spans(
@@ -244,8 +317,8 @@ class ProjectionRunner:
 
     async def rebuild(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Empty the projection's tables and apply every event again from position 0."""
-        await self._read_store.setup(self.projection.tables)
-        await self._read_store.reset(self.projection.name, self.projection.tables)
+        await self._read_store.setup(self.projection.stored_tables)
+        await self._read_store.reset(self.projection.key, self.projection.stored_tables)
         self.status.position = 0
         self.status.events_applied = 0
         await self.catch_up(on_batch)

@@ -113,6 +113,11 @@ class ReadStore(Protocol):
         atomically."""
         ...
 
+    async def drop(self, projection: str, tables: Sequence[str]) -> None:
+        """Drop the tables named ``tables`` (those that exist) and forget the checkpoint and
+        source of ``projection``, atomically: how a retired projection version goes."""
+        ...
+
     async def source(self, projection: str) -> str | None:
         """The identity of the event store (:meth:`EventStore.store_id`) ``projection`` was
         built from, or None if none was recorded (a new, reset or older read model)."""

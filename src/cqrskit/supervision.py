@@ -11,6 +11,11 @@ where the read store offers them: a process that does not hold a projection's le
 (checkpoint, head, lag in events and in seconds). :meth:`Supervisor.wait_for_position` is
 read-your-writes: it waits until every projection has applied the log up to a position,
 wherever the projection runs.
+
+Blue/green versions (:mod:`cqrskit.versions`): runners of several versions of one projection
+may be supervised together. A building version that has caught up with the log is switched in
+(it serves from then on) and the versions it replaced stop; their tables are dropped once
+``drop_retired_after`` seconds have passed. Read-your-writes waits for the serving version.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
-from cqrskit.projections import ProjectionRunner
+from cqrskit.projections import ProjectionRunner, version_key
 from cqrskit.readmodel import ReadStore
 from cqrskit.store import EventStore
+from cqrskit.versions import SERVING_REFRESH, ProjectionVersions, VersionRole
 
 __all__ = [
     "APPLIED_MEMORY",
@@ -67,6 +73,8 @@ class ProjectionState(enum.StrEnum):
     STOPPED = "stopped"
     #: this process does not run it (another process may: its checkpoint still tells)
     EXTERNAL = "external"
+    #: a version replaced by a newer one (:mod:`cqrskit.versions`): no longer run
+    RETIRED = "retired"
 
     @property
     def ready(self) -> bool:
@@ -119,11 +127,20 @@ class ProjectionReport:
     restarts: int
     last_error: str | None
     retry_in: float | None
+    #: which version of the projection this is, and what it is for (:mod:`cqrskit.versions`)
+    version: int = 1
+    role: VersionRole = VersionRole.SERVING
+
+    @property
+    def key(self) -> str:
+        """The version's checkpoint key: the name for version 1, else ``name@v<version>``."""
+        return version_key(self.name, self.version)
 
 
 @dataclass(eq=False)
 class _Supervised:
     runner: ProjectionRunner
+    role: VersionRole = VersionRole.SERVING
     task: asyncio.Task[None] | None = None
     stopped: bool = False
     restarts: int = 0
@@ -140,8 +157,14 @@ class _Supervised:
     def name(self) -> str:
         return self.runner.projection.name
 
+    @property
+    def key(self) -> str:
+        return self.runner.projection.key
+
     def state(self) -> ProjectionState:
         status = self.runner.status
+        if self.role is VersionRole.RETIRED and (self.task is None or self.task.done()):
+            return ProjectionState.RETIRED
         if self.task is None or self.task.done():
             return ProjectionState.STOPPED if self.stopped else ProjectionState.EXTERNAL
         if self.retry_at is not None:
@@ -201,19 +224,26 @@ class Supervisor:
         *,
         backoff: Backoff | None = None,
         remedy: str = REBUILD,
+        versions: ProjectionVersions | None = None,
+        drop_retired_after: float | None = None,
     ) -> None:
         self._events = events
         self._read = read_store
         self._backoff = backoff or Backoff()
         self._remedy = remedy
+        #: the record of which version of each projection serves
+        self.versions = versions or ProjectionVersions(read_store)
+        self._drop_retired_after = drop_retired_after
         self._supervised: dict[str, _Supervised] = {}
+        self._watcher: asyncio.Task[None] | None = None
         self._started = False
         for runner in runners:
             self.add(runner)
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The supervised projections' names, in the order they were added."""
+        """The supervised projections' keys (their names; ``name@v<version>`` for versions
+        after the first), in the order they were added."""
         return tuple(self._supervised)
 
     @property
@@ -224,8 +254,8 @@ class Supervisor:
 
     def add(self, runner: ProjectionRunner) -> None:
         """Supervise ``runner`` too (started at once if the supervisor is). Raises
-        :class:`ConfigurationError` if a projection of that name is supervised already."""
-        name = runner.projection.name
+        :class:`ConfigurationError` if that version of the projection is supervised already."""
+        name = runner.projection.key
         if name in self._supervised:
             raise ConfigurationError(f"projection {name!r} is supervised twice")
         entry = self._supervised[name] = _Supervised(runner)
@@ -249,10 +279,17 @@ class Supervisor:
         for entry in self._supervised.values():
             if entry.task is None or entry.task.done():
                 self._launch(entry)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_versions(), name="projection-versions")
 
     async def stop(self) -> None:
         """Stop every projection; a batch in flight commits or rolls back whole."""
         self._started = False
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         for entry in self._supervised.values():
             await self._halt(entry)
 
@@ -275,14 +312,44 @@ class Supervisor:
         head = await self._events.head_position()
         now = time.time()
         lags: dict[int, tuple[int, float]] = {}
-        reports = []
-        for entry in list(self._supervised.values()):
-            checkpoint = await self._read.checkpoint(entry.name)
+
+        async def figures(key: str) -> tuple[int, int, int, float]:
+            checkpoint = await self._read.checkpoint(key)
             if checkpoint not in lags:
                 unapplied = await self._events.read_all(checkpoint, LAG_CAP)
                 age = now - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
                 lags[checkpoint] = (len(unapplied), max(0.0, age))
-            reports.append(self._report(entry, (checkpoint, head, *lags[checkpoint])))
+            return (checkpoint, head, *lags[checkpoint])
+
+        recorded = {(v.name, v.version): v for v in await self.versions.all_versions()}
+        reports = []
+        for entry in list(self._supervised.values()):
+            known = recorded.pop((entry.name, entry.runner.projection.version), None)
+            if known is not None:
+                entry.role = known.role
+            reports.append(self._report(entry, await figures(entry.key)))
+        # Versions this process does not run, built or kept by another (a deploy under way).
+        for version in recorded.values():
+            checkpoint, head, lag_events, lag_seconds = await figures(version.key)
+            reports.append(
+                ProjectionReport(
+                    name=version.name,
+                    state=ProjectionState.RETIRED
+                    if version.role is VersionRole.RETIRED
+                    else ProjectionState.EXTERNAL,
+                    checkpoint=checkpoint,
+                    head=head,
+                    lag_events=lag_events,
+                    lag_seconds=lag_seconds,
+                    events_applied=0,
+                    events_per_second=0.0,
+                    restarts=0,
+                    last_error=None,
+                    retry_in=None,
+                    version=version.version,
+                    role=version.role,
+                )
+            )
         return reports
 
     async def wait_for_position(self, position: int, timeout: float) -> bool:
@@ -295,8 +362,8 @@ class Supervisor:
         the read store cannot be reached.
         """
         deadline = time.monotonic() + timeout
-        for entry in list(self._supervised.values()):
-            if not await self._wait_for(entry, position, deadline):
+        for name in dict.fromkeys(entry.name for entry in self._supervised.values()):
+            if not await self._wait_for_serving(name, position, deadline):
                 return False
         return True
 
@@ -312,6 +379,8 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         times: dict[str, float | None] = {}
         for entry in list(self._supervised.values()):
+            if entry.role is not VersionRole.SERVING:
+                continue
             reached = await self._wait_for(entry, position, deadline)
             times[entry.name] = entry.applied_time(position) if reached else None
         return times
@@ -336,12 +405,14 @@ class Supervisor:
             restarts=entry.restarts,
             last_error=entry.last_error,
             retry_in=retry_in,
+            version=entry.runner.projection.version,
+            role=entry.role,
         )
 
     def _launch(self, entry: _Supervised) -> None:
         entry.stopped = False
         entry.started_at = time.monotonic()
-        entry.task = asyncio.create_task(self._supervise(entry), name=f"projection:{entry.name}")
+        entry.task = asyncio.create_task(self._supervise(entry), name=f"projection:{entry.key}")
 
     async def _halt(self, entry: _Supervised) -> None:
         task, entry.task = entry.task, None
@@ -352,7 +423,7 @@ class Supervisor:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        log.info("projection %s stopped at checkpoint %d", entry.name, entry.runner.status.position)
+        log.info("projection %s stopped at checkpoint %d", entry.key, entry.runner.status.position)
 
     async def _supervise(self, entry: _Supervised) -> None:
         runner, failures = entry.runner, 0
@@ -360,8 +431,16 @@ class Supervisor:
             applied_before = runner.status.events_applied
             position_before = runner.status.position
             try:
-                await verify_read_model(self._events, self._read, [entry.name], remedy=self._remedy)
-                await runner.run(on_batch=entry.record_batch)
+                await verify_read_model(self._events, self._read, [entry.key], remedy=self._remedy)
+                if not await self._take_role(entry):
+                    return  # a retired version: never run again
+
+                async def committed(handled: int, entry: _Supervised = entry) -> None:
+                    await entry.record_batch(handled)
+                    if entry.role is VersionRole.BUILDING:
+                        await self._switch_if_caught_up(entry)
+
+                await runner.run(on_batch=committed)
                 error: Exception = RuntimeError("the runner returned")
             except Exception as failure:
                 error = failure
@@ -387,6 +466,101 @@ class Supervisor:
             entry.restarts += 1
             log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
 
+    async def _take_role(self, entry: _Supervised) -> bool:
+        """Record the entry's version and learn its role; False for a retired version."""
+        projection = entry.runner.projection
+        await self.versions.declare([projection])
+        recorded = await self.versions.versions(projection.name)
+        found = next((v for v in recorded if v.version == projection.version), None)
+        serving = next((v.version for v in recorded if v.role is VersionRole.SERVING), 1)
+        if found is not None:
+            entry.role = found.role
+        else:  # dropped after it retired
+            entry.role = VersionRole.RETIRED if projection.version < serving else entry.role
+        if entry.role is VersionRole.RETIRED:
+            entry.stopped = True
+            log.info("projection %s is retired: not run", entry.key)
+            return False
+        return True
+
+    async def _switch_if_caught_up(self, entry: _Supervised) -> None:
+        status = entry.runner.status
+        if not status.running or status.position < status.catch_up_target:
+            return
+        # The head is read now: every event appended before the switch is in the new version.
+        if status.position < await self._events.head_position():
+            return
+        projection = entry.runner.projection
+        if await self.versions.switch(projection.name, projection.version):
+            log.info("projection %s caught up at %d: it serves now", entry.key, status.position)
+        await self._follow_versions(projection.name)
+
+    async def _follow_versions(self, name: str) -> None:
+        """Align the roles of this process's versions of ``name`` with the record, stopping
+        the retired ones."""
+        recorded = {v.version: v.role for v in await self.versions.versions(name)}
+        serving = next((v for v, role in recorded.items() if role is VersionRole.SERVING), 1)
+        for entry in list(self._supervised.values()):
+            if entry.name != name:
+                continue
+            version = entry.runner.projection.version
+            role = recorded.get(version)
+            if role is None:
+                role = VersionRole.RETIRED if version < serving else entry.role
+            entry.role = role
+            if role is VersionRole.RETIRED and entry.task is not None:
+                if entry.task is not asyncio.current_task():
+                    await self._halt(entry)
+                log.info("projection %s retired: stopped", entry.key)
+
+    async def _watch_versions(self) -> None:
+        """Every :data:`SERVING_REFRESH` seconds: follow switches made by other processes,
+        switch in a building version that caught up without a batch to tell (an empty log),
+        and drop retired versions past their grace period."""
+        while True:
+            await asyncio.sleep(SERVING_REFRESH)
+            try:
+                for name in dict.fromkeys(entry.name for entry in self._supervised.values()):
+                    await self._follow_versions(name)
+                for entry in list(self._supervised.values()):
+                    if entry.role is VersionRole.BUILDING and entry.task is not None:
+                        await self._switch_if_caught_up(entry)
+                if self._drop_retired_after is not None:
+                    for dropped in await self.versions.drop_retired(grace=self._drop_retired_after):
+                        log.info("projection %s: retired tables dropped", dropped.key)
+            except Exception as error:  # an outage: the next round tries again
+                log.warning("projection versions not checked: %s", error)
+
+    async def _wait_for_serving(self, name: str, position: int, deadline: float) -> bool:
+        while True:
+            serving = await self.versions.serving(name)
+            entry = next(
+                (
+                    e
+                    for e in self._supervised.values()
+                    if e.name == name and e.runner.projection.version == serving
+                ),
+                None,
+            )
+            if entry is not None:
+                reached = await self._wait_for(entry, position, deadline)
+            else:  # not run here: followed through its stored checkpoint
+                reached = await self._wait_for_key(version_key(name, serving), position, deadline)
+            if not reached:
+                return False
+            if await self.versions.serving(name) == serving:
+                return True
+
+    async def _wait_for_key(self, key: str, position: int, deadline: float) -> bool:
+        pause = 0.001
+        while await self._read.checkpoint(key) < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+        return True
+
     async def _wait_for(self, entry: _Supervised, position: int, deadline: float) -> bool:
         runner, pause = entry.runner, 0.001
         while True:
@@ -395,7 +569,7 @@ class Supervisor:
                 # Working in this process: its checkpoint is known without a query.
                 if await runner.wait_for(position, max(0.0, min(remaining, 0.05))):
                     return True
-            elif await self._read.checkpoint(entry.name) >= position:
+            elif await self._read.checkpoint(entry.key) >= position:
                 return True
             else:
                 await asyncio.sleep(max(0.0, min(pause, remaining)))

@@ -38,6 +38,7 @@ from cqrskit.backends import open_backend
 from cqrskit.feed import EventFeed, FeedSubscription
 from cqrskit.live import LiveQueries
 from cqrskit.snapshots import SnapshotPolicy
+from cqrskit.versions import ProjectionVersion, ServingReadStore
 from orders.domain import (
     EVENT_TYPES,
     STATE_VERSION,
@@ -98,11 +99,15 @@ class Settings:
     read_db_url: str | None = None
     #: this node's name (its JetStream consumers); default: derived from ``read_db_url``
     node_name: str | None = None
+    #: seconds after a projection version is replaced before its tables are dropped (None:
+    #: only by ``orders projections drop-retired``)
+    retired_grace: float | None = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``,
-        ``CQRSKIT_SNAPSHOT_EVERY``, ``CQRSKIT_NATS_URL``, ``CQRSKIT_NATS_STREAM``,
+        ``CQRSKIT_SNAPSHOT_EVERY``, ``CQRSKIT_RETIRED_GRACE`` (``never``: drop on command
+        only), ``CQRSKIT_NATS_URL``, ``CQRSKIT_NATS_STREAM``,
         ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then ``overrides`` (a None override
         keeps the environment's value)."""
         env = os.environ if env is None else env
@@ -113,6 +118,9 @@ class Settings:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
         if "CQRSKIT_SNAPSHOT_EVERY" in env:
             values["snapshot_every"] = int(env["CQRSKIT_SNAPSHOT_EVERY"])
+        if "CQRSKIT_RETIRED_GRACE" in env:
+            grace = env["CQRSKIT_RETIRED_GRACE"]
+            values["retired_grace"] = None if grace.lower() in ("", "never") else float(grace)
         for variable, name in _SCALE_OUT_VARIABLES:
             if env.get(variable):
                 values[name] = env[variable]
@@ -222,7 +230,23 @@ class OrdersApp:
 
     @property
     def projection_names(self) -> tuple[str, ...]:
-        return tuple(runner.projection.name for runner in self.runners)
+        """The projections' names (one per projection, however many versions it declares)."""
+        return tuple(dict.fromkeys(runner.projection.name for runner in self.runners))
+
+    @property
+    def projection_keys(self) -> tuple[str, ...]:
+        """The checkpoint key of each declared projection version (see
+        :func:`cqrskit.projections.version_key`)."""
+        return tuple(runner.projection.key for runner in self.runners)
+
+    async def drop_retired_versions(self, grace: float = 0.0) -> list[ProjectionVersion]:
+        """Drop the tables of projection versions replaced at least ``grace`` seconds ago
+        (never sooner than :data:`cqrskit.versions.MIN_GRACE`); return those dropped."""
+        return await self.supervisor.versions.drop_retired(grace=grace)
+
+    async def projection_versions(self) -> list[ProjectionVersion]:
+        """Every recorded version of every projection: serving, building or retired."""
+        return await self.supervisor.versions.all_versions()
 
     async def projections(self) -> list[ProjectionReport]:
         """Each projection's state, checkpoint, head and lag (see
@@ -231,9 +255,22 @@ class OrdersApp:
         return await self.supervisor.report()
 
     async def setup_read_model(self) -> None:
-        """Create the read-model tables and load the projections' checkpoints."""
-        for runner in self.runners:
+        """Create the read-model tables, load the projections' checkpoints and record their
+        declared versions (a version replaced by a newer one is left alone: its tables go)."""
+        await self.supervisor.versions.declare(runner.projection for runner in self.runners)
+        for runner in await self._current_runners():
             await runner.setup()
+
+    async def _current_runners(self, *, serving_only: bool = False) -> list[ProjectionRunner]:
+        """The runners of the versions not retired (only those serving, with
+        ``serving_only``)."""
+        found = []
+        for runner in self.runners:
+            serving = await self.supervisor.versions.serving(runner.projection.name)
+            version = runner.projection.version
+            if version == serving or (version > serving and not serving_only):
+                found.append(runner)
+        return found
 
     async def verify_read_model(self) -> None:
         """Raise :class:`~cqrskit.ReadModelMismatch` (saying to run ``orders projections
@@ -241,7 +278,7 @@ class OrdersApp:
         one's head; see :func:`cqrskit.supervision.verify_read_model`."""
         try:
             await supervision.verify_read_model(
-                self.backend.events, self.backend.read, self.projection_names, remedy=REBUILD
+                self.backend.events, self.backend.read, self.projection_keys, remedy=REBUILD
             )
         except ReadModelMismatch as refusal:
             self._refusal, self._refused_at = refusal, time.monotonic()
@@ -259,15 +296,15 @@ class OrdersApp:
         await self.verify_read_model()
 
     async def catch_up(self) -> None:
-        """Run every projection up to the current head of the event store, then return
-        (raises :class:`~cqrskit.ReadModelMismatch` for a read model that is not this
-        store's).
+        """Run every projection (the serving version of each) up to the current head of the
+        event store, then return (raises :class:`~cqrskit.ReadModelMismatch` for a read model
+        that is not this store's). A version being built is left to the services.
 
         One after the other: side by side they would contend for the read model's single
         writer (measured slower on SQLite).
         """
         await self.verify_read_model()
-        for runner in self.runners:
+        for runner in await self._current_runners(serving_only=True):
             await runner.catch_up()
 
     async def rebuild(
@@ -284,20 +321,22 @@ class OrdersApp:
         for name in names or ():
             if name not in known:
                 raise UnknownProjection(name, known)
-        runners = [r for r in self.runners if names is None or r.projection.name in names]
+        current = await self._current_runners()
+        runners = [r for r in current if names is None or r.projection.name in names]
         head = await self.head_position()
         first = await self.events(0, 1)
         start = first[0].position - 1 if first else 0
         span = max(head - start, 1)
         for runner in runners:
-            name = runner.projection.name
+            name = runner.projection.key
 
             async def advance(position: int, name: str = name) -> None:
                 if on_progress is not None:
                     await on_progress(name, min(position, head) - start, span)
 
             await runner.rebuild(on_batch=advance)
-            await self.backend.read.record_source(name, await self.backend.events.store_id())
+            store_id = await self.backend.events.store_id()
+            await self.backend.read.record_source(runner.projection.key, store_id)
             if on_progress is not None:
                 await on_progress(name, span, span)
         self._refusal, self._verified = None, False
@@ -386,10 +425,18 @@ async def assemble_app(
         )
         for projection in projections
     )
-    supervisor = Supervisor(backend.events, backend.read, runners, remedy=REBUILD)
+    supervisor = Supervisor(
+        backend.events,
+        backend.read,
+        runners,
+        remedy=REBUILD,
+        drop_retired_after=settings.retired_grace,
+    )
     feed = EventFeed(backend.events)
+    # Queries read the serving version of each projection (blue/green, see cqrskit.versions).
+    serving = ServingReadStore(backend.read, supervisor.versions, projections)
     app = OrdersApp(
-        settings, backend, codec, commands, OrderQueries(backend.read), runners, supervisor, feed
+        settings, backend, codec, commands, OrderQueries(serving), runners, supervisor, feed
     )
     app.closers.extend(closers)
     await app.setup_read_model()

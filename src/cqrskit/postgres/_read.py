@@ -59,6 +59,7 @@ INSERT INTO cqrskit_sources (projection, store_id) VALUES (%s, %s::uuid)
 ON CONFLICT (projection) DO UPDATE SET store_id = excluded.store_id
 """
 _FORGET_SOURCE = "DELETE FROM cqrskit_sources WHERE projection = %s"
+_FORGET_CHECKPOINT = "DELETE FROM cqrskit_checkpoints WHERE projection = %s"
 
 
 def _configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -166,6 +167,17 @@ class PostgresReadStore:
                     names = sql.SQL(", ").join(sql.Identifier(table.name) for table in tables)
                     await conn.execute(sql.SQL("TRUNCATE {}").format(names))
                 await conn.execute(_SET_CHECKPOINT, (projection,))
+                await conn.execute(_FORGET_SOURCE, (projection,))
+
+    async def drop(self, projection: str, tables: Sequence[str]) -> None:
+        with translate_errors(self._where):
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                for name in tables:
+                    await conn.execute(
+                        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name))
+                    )
+                await conn.execute(_FORGET_CHECKPOINT, (projection,))
                 await conn.execute(_FORGET_SOURCE, (projection,))
 
     async def source(self, projection: str) -> str | None:

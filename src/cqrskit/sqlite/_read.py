@@ -35,6 +35,7 @@ _SET_SOURCE = (
     "ON CONFLICT (projection) DO UPDATE SET store_id = excluded.store_id"
 )
 _FORGET_SOURCE = "DELETE FROM cqrskit_sources WHERE projection = ?"
+_FORGET_CHECKPOINT = "DELETE FROM cqrskit_checkpoints WHERE projection = ?"
 _SQL_TYPES = {
     ColumnType.TEXT: "TEXT",
     ColumnType.INTEGER: "INTEGER",
@@ -294,6 +295,19 @@ class SqliteReadStore:
             connection.execute(_FORGET_SOURCE, (projection,))
 
         await asyncio.to_thread(self._write, "resetting a projection", work)
+
+    async def drop(self, projection: str, tables: Sequence[str]) -> None:
+        statements = [f"DROP TABLE IF EXISTS {_quote(name)}" for name in tables]
+
+        def work(connection: sqlite3.Connection) -> None:
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute(_FORGET_CHECKPOINT, (projection,))
+            connection.execute(_FORGET_SOURCE, (projection,))
+
+        await asyncio.to_thread(self._write, "dropping a projection's tables", work)
+        for name in tables:
+            self._tables.pop(name, None)
 
     async def source(self, projection: str) -> str | None:
         rows = self._readers.fetch_all(_GET_SOURCE, (projection,))

@@ -226,6 +226,31 @@ async def test_reset_empties_the_tables_and_rewinds_the_checkpoint(backend: Back
     assert await store.get(table, tenant, "item-001") == _row(tenant, 1)
 
 
+async def test_drop_removes_the_tables_and_forgets_checkpoint_and_source(
+    backend: Backend,
+) -> None:
+    tenant, projection = _names()
+    table = _items(f"contract_drop_{uuid4().hex[:12]}")
+    kept = _items(f"contract_kept_{uuid4().hex[:12]}")
+    store = await _ready(backend, table, kept)
+
+    def write(view: ViewTransaction) -> None:
+        view.put(table, _row(tenant, 1))
+        view.put(kept, _row(tenant, 2))
+
+    await store.apply(projection, 0, 4, write)
+    await store.record_source(projection, str(uuid4()))
+    await store.drop(projection, [table.name, f"never_created_{uuid4().hex[:12]}"])
+
+    assert await store.checkpoint(projection) == 0
+    assert await store.source(projection) is None
+    assert await store.get(kept, tenant, "item-002") == _row(tenant, 2)
+    await store.setup([table])  # created anew: the dropped rows are gone with the table
+    assert await store.find(table) == []
+    await store.apply(projection, 0, 5, write)  # and the projection starts again from 0
+    assert await store.get(table, tenant, "item-001") == _row(tenant, 1)
+
+
 # --- queries -----------------------------------------------------------------------------------
 
 

@@ -64,11 +64,11 @@ class _SupervisionCollector(Collector):
             labels=["projection"],
         )
         for report in self._app.supervisor.status():
-            restarts.add_metric([report.name], report.restarts)
+            restarts.add_metric([report.key], report.restarts)
             for each in ProjectionState:
-                state.add_metric([report.name, each.value], 1 if report.state is each else 0)
+                state.add_metric([report.key, each.value], 1 if report.state is each else 0)
             if report.state is not ProjectionState.EXTERNAL:
-                running.add_metric([report.name], 1 if report.state.ready else 0)
+                running.add_metric([report.key], 1 if report.state.ready else 0)
         yield from (restarts, state, running)
 
 
@@ -121,10 +121,10 @@ class Metrics:
 
     def observe_projections(self, reports: list[ProjectionReport]) -> None:
         """Record the store figures of :meth:`cqrskit.Supervisor.report`."""
-        for report in reports:
-            self.position.labels(report.name).set(report.checkpoint)
-            self.lag_events.labels(report.name).set(report.lag_events or 0)
-            self.lag_seconds.labels(report.name).set(report.lag_seconds or 0.0)
+        for report in reports:  # labelled by key: each version of a projection has its own
+            self.position.labels(report.key).set(report.checkpoint)
+            self.lag_events.labels(report.key).set(report.lag_events or 0)
+            self.lag_seconds.labels(report.key).set(report.lag_seconds or 0.0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

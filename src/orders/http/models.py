@@ -242,8 +242,12 @@ class EventsOut(BaseModel):
 class ProjectionOut(BaseModel):
     name: str
     state: Literal[
-        "running", "catching_up", "standing_by", "backing_off", "stopped", "external"
+        "running", "catching_up", "standing_by", "backing_off", "stopped", "external", "retired"
     ] = Field(description="what the projection is doing in this process (external: run elsewhere)")
+    version: int = Field(description="the projection version (blue/green: a new one builds aside)")
+    role: Literal["serving", "building", "retired"] = Field(
+        description="serving: answers queries; building: serves once caught up; retired: replaced"
+    )
     position: str = Field(description="the checkpoint: the global position applied up to")
     head: str | None = Field(description="the event store's head (null: the store is unreachable)")
     running: bool | None = Field(

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch
+from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch, VersionRole
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
 from orders.http.service import ServiceDep
@@ -63,7 +63,11 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         if not report.state.ready:
             cause = f" ({report.last_error})" if report.last_error else ""
             reasons.append(f"projection {report.name} is {report.state.value}{cause}")
-        elif service.projections_in_process and report.state is ProjectionState.EXTERNAL:
+        elif (
+            service.projections_in_process
+            and report.state is ProjectionState.EXTERNAL
+            and report.role is VersionRole.SERVING
+        ):
             reasons.append(f"projection {report.name} should run in this process: not started")
     response.status_code = 503 if reasons else 200
     return models.ReadyOut(
@@ -80,6 +84,8 @@ def projection_out(report: ProjectionReport) -> models.ProjectionOut:
     return models.ProjectionOut(
         name=report.name,
         state=report.state.value,
+        version=report.version,
+        role=report.role.value,
         position=str(report.checkpoint),
         head=None if report.head is None else str(report.head),
         running=None if external else report.state.ready,
