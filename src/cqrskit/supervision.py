@@ -508,9 +508,13 @@ class Supervisor:
             if role is None:
                 role = VersionRole.RETIRED if version < serving else entry.role
             entry.role = role
-            if role is VersionRole.RETIRED and entry.task is not None:
-                if entry.task is not asyncio.current_task():
-                    await self._halt(entry)
+            task = entry.task
+            running = task is not None and not task.done() and task is not asyncio.current_task()
+            if role is VersionRole.RETIRED and task is not None and running:
+                # Cancelled, not awaited: awaiting it here would swallow a cancellation of
+                # this task (stop() cancelling the watcher) along with the runner's.
+                entry.stopped = True
+                task.cancel()
                 log.info("projection %s retired: stopped", entry.key)
 
     async def _watch_versions(self) -> None:
