@@ -321,21 +321,26 @@ class Supervisor:
                 lags[checkpoint] = (len(unapplied), max(0.0, age))
             return (checkpoint, head, *lags[checkpoint])
 
-        recorded = {(v.name, v.version): v for v in await self.versions.all_versions()}
+        every = await self.versions.all_versions()
+        recorded = {(v.name, v.version): v for v in every}
+        serving = {v.name: v.version for v in every if v.role is VersionRole.SERVING}
         reports = []
         for entry in list(self._supervised.values()):
-            known = recorded.pop((entry.name, entry.runner.projection.version), None)
+            version = entry.runner.projection.version
+            known = recorded.pop((entry.name, version), None)
             if known is not None:
                 entry.role = known.role
+            elif version < serving.get(entry.name, 1):  # retired, and its tables dropped
+                entry.role = VersionRole.RETIRED
             reports.append(self._report(entry, await figures(entry.key)))
         # Versions this process does not run, built or kept by another (a deploy under way).
-        for version in recorded.values():
-            checkpoint, head, lag_events, lag_seconds = await figures(version.key)
+        for other in recorded.values():
+            checkpoint, head, lag_events, lag_seconds = await figures(other.key)
             reports.append(
                 ProjectionReport(
-                    name=version.name,
+                    name=other.name,
                     state=ProjectionState.RETIRED
-                    if version.role is VersionRole.RETIRED
+                    if other.role is VersionRole.RETIRED
                     else ProjectionState.EXTERNAL,
                     checkpoint=checkpoint,
                     head=head,
@@ -346,8 +351,8 @@ class Supervisor:
                     restarts=0,
                     last_error=None,
                     retry_in=None,
-                    version=version.version,
-                    role=version.role,
+                    version=other.version,
+                    role=other.role,
                 )
             )
         return reports

@@ -32,11 +32,13 @@ from cqrskit import (
     RecordedEvent,
     StoreUnavailable,
     StreamNotFound,
+    VersionRole,
 )
 from cqrskit.backends import delete_backend, store_exists
 from cqrskit.supervision import LAG_CAP
 from cqrskit.tracing import configure_tracing
 from cqrskit.urls import normalise_url, redact, scheme_of
+from cqrskit.versions import ProjectionVersion
 from orders import render
 from orders.app import OrdersApp, Settings
 from orders.demo import DEMO_COMMANDS, DemoNeedsEmptyStore, play_demo
@@ -428,7 +430,8 @@ def demo(db: DbOption = None) -> None:
 
 @projections_app.command("status")
 def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Each projection's checkpoint and how far it is behind the event store."""
+    """Each projection's checkpoint and how far it is behind the event store: every version
+    of it (blue/green), serving, building or retired."""
 
     async def work(orders_app: OrdersApp) -> tuple[list[dict[str, Any]], str | None]:
         reports = await orders_app.projections()
@@ -440,6 +443,8 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
         rows = [
             {
                 "projection": report.name,
+                "version": report.version,
+                "role": report.role.value,
                 "position": report.checkpoint,
                 "head": report.head,
                 "lag_events": report.lag_events,
@@ -454,10 +459,18 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
         _print_json(rows)
     else:
         table = RichTable(title="Projections", title_justify="left")
-        for column in ("projection", "checkpoint", "head", "behind"):
-            table.add_column(column, justify="left" if column == "projection" else "right")
+        for column in ("projection", "version", "role", "checkpoint", "head", "behind"):
+            left = column in ("projection", "role")
+            table.add_column(column, justify="left" if left else "right")
         for row in rows:
-            table.add_row(row["projection"], str(row["position"]), str(row["head"]), _behind(row))
+            table.add_row(
+                row["projection"],
+                str(row["version"]),
+                row["role"],
+                str(row["position"]),
+                str(row["head"]),
+                _behind(row),
+            )
         render.console().print(table)
     if refusal is not None:
         _fail(refusal, EXIT_UNAVAILABLE)
@@ -496,6 +509,32 @@ def projections_rebuild(
             await orders_app.rebuild(None if name is None else [name], on_progress=advance)
 
     run_with_app(db, work, existing=True)
+
+
+@projections_app.command("drop-retired")
+def projections_drop_retired(db: DbOption = None) -> None:
+    """Drop the tables of projection versions a newer version replaced (blue/green), now
+    rather than after the services' grace period. Versions replaced less than a few seconds
+    ago are kept: every service must have seen the switch."""
+
+    async def work(orders_app: OrdersApp) -> tuple[list[ProjectionVersion], list[str]]:
+        dropped = await orders_app.drop_retired_versions()
+        waiting = [
+            f"{version.key} (retired {version.since.isoformat(timespec='seconds')})"
+            for version in await orders_app.projection_versions()
+            if version.role is VersionRole.RETIRED
+        ]
+        return dropped, waiting
+
+    dropped, waiting = run_with_app(db, work, existing=True)
+    console = render.console()
+    for version in dropped:
+        tables = ", ".join(version.tables)
+        console.print(Text.assemble(("dropped", "green"), f" {version.key}: {tables}"))
+    for version_key in waiting:
+        console.print(f"kept {version_key}: retired too recently, try again in a few seconds")
+    if not dropped and not waiting:
+        console.print("no retired projection versions")
 
 
 @db_app.command("migrate")

@@ -6,12 +6,15 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
 import uvicorn
 
-from orders.app import Settings, build_app
+from cqrskit import Projection
+from cqrskit.backends import open_backend
+from orders.app import Settings, assemble_app, build_app
 from orders.http.server import build_server
 from orders.http.sse import StreamSettings
 
@@ -48,6 +51,8 @@ class ServerThread:
     settings: Settings
     run_projections: bool = True
     stream_settings: StreamSettings | None = None
+    #: the projections this release declares (default: the Orders service's)
+    projections: Sequence[Projection] | None = None
     sock: socket.socket = field(default_factory=listening_socket)
     error: BaseException | None = None
     _server: uvicorn.Server | None = None
@@ -102,7 +107,11 @@ class ServerThread:
             self.error = error
 
     async def _main(self) -> None:
-        orders_app = await build_app(self.settings)
+        if self.projections is None:
+            orders_app = await build_app(self.settings)
+        else:
+            backend = await open_backend(self.settings.db_url)
+            orders_app = await assemble_app(self.settings, backend, projections=self.projections)
         try:
             if self.run_projections:
                 orders_app.start_projections()

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch, VersionRole
+from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch
 from orders.http import models
 from orders.http.jsonbody import DecimalJSONRoute
 from orders.http.service import ServiceDep
@@ -66,7 +66,8 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         elif (
             service.projections_in_process
             and report.state is ProjectionState.EXTERNAL
-            and report.role is VersionRole.SERVING
+            # a version this release does not declare (another release builds or serves it)
+            and report.key in supervisor.names
         ):
             reasons.append(f"projection {report.name} should run in this process: not started")
     response.status_code = 503 if reasons else 200
