@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from cqrskit.deadletters import DeadLetter, ProjectionHalted, dead_letter_count, halted_event
 from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
 from cqrskit.projections import ProjectionRunner, version_key
 from cqrskit.readmodel import ReadStore
@@ -75,11 +77,18 @@ class ProjectionState(enum.StrEnum):
     EXTERNAL = "external"
     #: a version replaced by a newer one (:mod:`cqrskit.versions`): no longer run
     RETIRED = "retired"
+    #: met an event it cannot apply, policy ``stop``: waits for the event to be retried or
+    #: discarded (:mod:`cqrskit.deadletters`), without restarting (a restart would fail again)
+    HALTED = "halted"
 
     @property
     def ready(self) -> bool:
         """Whether a service whose projection is in this state may report itself ready: the
-        projection is alive here, or it is not this process's to run."""
+        projection is alive here, or it is not this process's to run.
+
+        A halted projection is ready: every process would halt at the same event, so taking
+        this one out of service would help nothing and stop the commands too; the halt is
+        reported (``ProjectionReport.halted``) and must be fixed by hand."""
         return self not in (ProjectionState.BACKING_OFF, ProjectionState.STOPPED)
 
 
@@ -114,6 +123,11 @@ class ProjectionReport:
     ``restarts`` count what this process did; ``last_error`` is the error that last stopped
     the projection here (kept after it recovers) and ``retry_in`` the seconds until its next
     restart while it backs off.
+
+    ``dead_letters`` counts the projection's parked events and ``halted`` is the event it
+    halted at (see :mod:`cqrskit.deadletters`): read from the read store by
+    :meth:`Supervisor.report` (so they are right wherever the projection runs); from
+    :meth:`Supervisor.status`, ``dead_letters`` is None and ``halted`` what this process saw.
     """
 
     name: str
@@ -127,6 +141,8 @@ class ProjectionReport:
     restarts: int
     last_error: str | None
     retry_in: float | None
+    dead_letters: int | None = None
+    halted: DeadLetter | None = None
     #: which version of the projection this is, and what it is for (:mod:`cqrskit.versions`)
     version: int = 1
     role: VersionRole = VersionRole.SERVING
@@ -143,6 +159,8 @@ class _Supervised:
     role: VersionRole = VersionRole.SERVING
     task: asyncio.Task[None] | None = None
     stopped: bool = False
+    halted: DeadLetter | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     restarts: int = 0
     last_error: str | None = None
     retry_at: float | None = None
@@ -167,6 +185,8 @@ class _Supervised:
             return ProjectionState.RETIRED
         if self.task is None or self.task.done():
             return ProjectionState.STOPPED if self.stopped else ProjectionState.EXTERNAL
+        if self.halted is not None:
+            return ProjectionState.HALTED
         if self.retry_at is not None:
             return ProjectionState.BACKING_OFF
         if status.standing_by:
@@ -214,6 +234,11 @@ class Supervisor:
     Projections a supervisor does not run are reported as
     :attr:`ProjectionState.EXTERNAL`, with the checkpoint another process stores: a service
     whose projections run in a separate worker still reports them and still waits for them.
+
+    A projection that halts (:class:`~cqrskit.deadletters.ProjectionHalted`, policy ``stop``)
+    is not restarted: it is :attr:`ProjectionState.HALTED` until :meth:`resume`, or until its
+    checkpoint moves (the halted event retried or discarded, checked every ``halt_poll``
+    seconds, from any process).
     """
 
     def __init__(
@@ -224,11 +249,13 @@ class Supervisor:
         *,
         backoff: Backoff | None = None,
         remedy: str = REBUILD,
+        halt_poll: float = 2.0,
         versions: ProjectionVersions | None = None,
         drop_retired_after: float | None = None,
     ) -> None:
         self._events = events
         self._read = read_store
+        self._halt_poll = halt_poll
         self._backoff = backoff or Backoff()
         self._remedy = remedy
         #: the record of which version of each projection serves
@@ -282,6 +309,12 @@ class Supervisor:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_versions(), name="projection-versions")
 
+    def resume(self, name: str) -> None:
+        """Restart projection ``name`` now if it is halted (after its halted event was retried
+        or discarded); nothing otherwise. Raises :class:`KeyError` for a name it does not
+        supervise."""
+        self._supervised[name].wake.set()
+
     async def stop(self) -> None:
         """Stop every projection; a batch in flight commits or rolls back whole."""
         self._started = False
@@ -332,7 +365,16 @@ class Supervisor:
                 entry.role = known.role
             elif version < serving.get(entry.name, 1):  # retired, and its tables dropped
                 entry.role = VersionRole.RETIRED
-            reports.append(self._report(entry, await figures(entry.key)))
+            report = self._report(entry, await figures(entry.key))
+            tables = entry.runner.projection.dead_letters
+            halted = await halted_event(self._read, tables)
+            state = report.state
+            if halted is not None and state is ProjectionState.EXTERNAL:
+                state = ProjectionState.HALTED  # wherever it runs, it stands at that event
+            count = await dead_letter_count(self._read, tables)
+            reports.append(
+                dataclasses.replace(report, state=state, dead_letters=count, halted=halted)
+            )
         # Versions this process does not run, built or kept by another (a deploy under way).
         for other in recorded.values():
             checkpoint, head, lag_events, lag_seconds = await figures(other.key)
@@ -410,6 +452,7 @@ class Supervisor:
             restarts=entry.restarts,
             last_error=entry.last_error,
             retry_in=retry_in,
+            halted=entry.halted,
             version=entry.runner.projection.version,
             role=entry.role,
         )
@@ -447,6 +490,10 @@ class Supervisor:
 
                 await runner.run(on_batch=committed)
                 error: Exception = RuntimeError("the runner returned")
+            except ProjectionHalted as halted:
+                await self._while_halted(entry, halted)
+                failures = 0
+                continue
             except Exception as failure:
                 error = failure
             progressed = (
@@ -470,6 +517,26 @@ class Supervisor:
             entry.retry_at = None
             entry.restarts += 1
             log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
+
+    async def _while_halted(self, entry: _Supervised, halted: ProjectionHalted) -> None:
+        """Wait, without restarting, until :meth:`resume` or until the stored checkpoint is
+        no longer the halted one's (the event was retried or discarded, maybe elsewhere)."""
+        entry.halted, entry.last_error = halted.letter, str(halted)
+        at = entry.runner.status.position
+        log.error("%s; waiting for it to be retried or discarded", halted)
+        entry.wake.clear()
+        try:
+            while not entry.wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._halt_poll):
+                        await entry.wake.wait()
+                with contextlib.suppress(StoreUnavailable):
+                    if await self._read.checkpoint(entry.key) != at:
+                        break
+        finally:
+            entry.halted = None
+        entry.restarts += 1
+        log.info("projection %s resuming after its halt (restart %d)", entry.name, entry.restarts)
 
     async def _take_role(self, entry: _Supervised) -> bool:
         """Record the entry's version and learn its role; False for a retired version."""

@@ -307,8 +307,12 @@ def _decoded(name: str, row: Row | None) -> list[ProjectionVersion]:
 def _tables_of(declared: Sequence[Projection], version: int) -> tuple[str, ...]:
     same = [p for p in declared if p.version == version]
     # A version not declared here stores the tables the newest declared one names.
-    source = same[0] if same else max(declared, key=lambda p: p.version)
-    return tuple(version_table(table, version).name for table in source.tables)
+    if same:
+        return tuple(table.name for table in same[0].stored_tables)
+    newest = max(declared, key=lambda p: p.version)
+    return tuple(
+        t.name for t in Projection(newest.name, newest.view_tables, version=version).stored_tables
+    )
 
 
 class ServingReadStore:
@@ -327,7 +331,9 @@ class ServingReadStore:
         self._owner: dict[str, str] = {}
         self._declared: dict[tuple[str, int, str], Table] = {}
         for projection in projections:
-            for table, stored in zip(projection.tables, projection.stored_tables, strict=True):
+            # The handlers' tables only: dead letters are read where they are, per version.
+            stored_tables = projection.stored_tables[: len(projection.view_tables)]
+            for table, stored in zip(projection.view_tables, stored_tables, strict=True):
                 self._owner[table.name] = projection.name
                 self._declared[(projection.name, projection.version, table.name)] = stored
 

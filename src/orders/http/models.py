@@ -242,7 +242,14 @@ class EventsOut(BaseModel):
 class ProjectionOut(BaseModel):
     name: str
     state: Literal[
-        "running", "catching_up", "standing_by", "backing_off", "stopped", "external", "retired"
+        "running",
+        "catching_up",
+        "standing_by",
+        "backing_off",
+        "stopped",
+        "external",
+        "halted",
+        "retired",
     ] = Field(description="what the projection is doing in this process (external: run elsewhere)")
     version: int = Field(description="the projection version (blue/green: a new one builds aside)")
     role: Literal["serving", "building", "retired"] = Field(
