@@ -366,6 +366,9 @@ class Supervisor:
             elif version < serving.get(entry.name, 1):  # retired, and its tables dropped
                 entry.role = VersionRole.RETIRED
             report = self._report(entry, await figures(entry.key))
+            if entry.role is VersionRole.RETIRED:  # its dead letters went with its tables
+                reports.append(report)
+                continue
             tables = entry.runner.projection.dead_letters
             halted = await halted_event(self._read, tables)
             state = report.state
@@ -618,14 +621,16 @@ class Supervisor:
                 ),
                 None,
             )
+            # In slices: the serving version may change meanwhile (a switch, here or elsewhere).
+            until = min(deadline, time.monotonic() + SERVING_REFRESH)
             if entry is not None:
-                reached = await self._wait_for(entry, position, deadline)
+                reached = await self._wait_for(entry, position, until)
             else:  # not run here: followed through its stored checkpoint
-                reached = await self._wait_for_key(version_key(name, serving), position, deadline)
-            if not reached:
-                return False
-            if await self.versions.serving(name) == serving:
+                reached = await self._wait_for_key(version_key(name, serving), position, until)
+            if reached and await self.versions.serving(name) == serving:
                 return True
+            if time.monotonic() >= deadline:
+                return False
 
     async def _wait_for_key(self, key: str, position: int, deadline: float) -> bool:
         pause = 0.001

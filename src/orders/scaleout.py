@@ -89,7 +89,10 @@ async def build_node_app(settings: Settings) -> OrdersApp:
         node = node_name_for(settings)
 
         def source_of(projection: Projection) -> JetStreamSource:
-            return JetStreamSource(log, central.events, consumer=f"{node}_{projection.name}")
+            # One consumer per projection version: two versions follow the log each on its own.
+            version = "" if projection.version == 1 else f"_v{projection.version}"
+            consumer = f"{node}_{projection.name}{version}"
+            return JetStreamSource(log, central.events, consumer=consumer)
 
         backend = Backend(settings.read_db_url, central.events, read, central.snapshots)
         app = await assemble_app(

@@ -35,7 +35,7 @@ from cqrskit import (
     VersionRole,
     ViewTransaction,
 )
-from cqrskit.backends import open_backend
+from cqrskit.backends import delete_backend, open_backend
 from tests.support.postgres import fresh_url
 from tests.support.waiting import until
 
@@ -328,3 +328,15 @@ async def test_processes_sharing_a_read_store_agree_on_the_serving_version(
         finally:
             await old_supervisor.stop()
             await new_supervisor.stop()
+
+
+async def test_deleting_a_postgresql_store_drops_every_version_s_tables(
+    request: pytest.FixtureRequest,
+) -> None:
+    url = fresh_url(request)
+    async with _process(url) as first:
+        await _run_to(first, await _note(first, 0, 3), NOTES_V2)
+    await delete_backend(url, NOTES_V1.tables)  # what the release declaring version 1 knows
+    async with _process(url) as again:
+        await again.read.setup(NOTES_V2.stored_tables)
+        assert await again.read.find(NOTES_V2.stored_table(NOTES)) == []  # no stale rows

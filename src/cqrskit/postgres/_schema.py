@@ -234,7 +234,14 @@ async def delete_backend(url: str, tables: Sequence[Table] = ()) -> None:
                 """
             )
             names = [row[0] for row in await cursor.fetchall()]
+            if "cqrskit_projection_versions" in names:
+                # Every projection version's tables, of versions this release does not declare
+                # too: left behind, a later build of that version would start on stale rows.
+                cursor = await conn.execute("SELECT versions FROM cqrskit_projection_versions")
+                for (versions,) in await cursor.fetchall():
+                    names.extend(name for version in versions for name in version["tables"])
             names.extend(table.name for table in tables)
+            names = list(dict.fromkeys(names))
             if names:
                 await conn.execute(
                     sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(
