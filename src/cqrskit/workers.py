@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -299,6 +299,12 @@ class PartitionedProgress:
     so the log is applied up to position P when each partition checkpoint reached the last event
     of its partition at or before P. That is learnt by reading the log from the lowest
     checkpoint to P once (at most :data:`SCAN_LIMIT` events; beyond, the wait retries later).
+
+    ``published(partition)``, when given, is the position of the newest event of ``partition``
+    (of the whole log for None) that the workers' log holds (e.g. JetStream's last message on
+    the partition's subject). A partition whose checkpoint reached its newest published event
+    has nothing left to apply up to P once the log holds P, however long ago its last event
+    was: only the partitions still behind are scanned for, from the lowest of their checkpoints.
     """
 
     def __init__(
@@ -308,12 +314,14 @@ class PartitionedProgress:
         projections: Sequence[str],
         partitions: int,
         *,
+        published: Callable[[int | None], Awaitable[int]] | None = None,
         scan_limit: int = SCAN_LIMIT,
     ) -> None:
         self._events = events
         self._read = read_store
         self._projections = tuple(projections)
         self._partitions = partitions
+        self._published = published
         self._scan_limit = scan_limit
 
     async def checkpoints(self) -> dict[str, int]:
@@ -337,7 +345,7 @@ class PartitionedProgress:
         pause = 0.005
         while True:
             checkpoints = await self.checkpoints()
-            needs = await self._needs(checkpoints, position)
+            needs = await self._needs(await self._behind(checkpoints, position), position)
             if needs is not None:
                 pending = {n: w for n, w in needs.items() if checkpoints[n] < w}
                 while pending:
@@ -355,9 +363,24 @@ class PartitionedProgress:
             await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
             pause = min(pause * 2, 0.05)
 
+    async def _behind(self, checkpoints: dict[str, int], position: int) -> dict[str, int]:
+        """The checkpoints that may still have events to apply up to ``position``."""
+        behind = {name: at for name, at in checkpoints.items() if at < position}
+        if not behind or self._published is None or await self._published(None) < position:
+            return behind
+        # Read after the log's head reached the position: each holds every event up to it.
+        newest = await asyncio.gather(*(self._published(p) for p in range(self._partitions)))
+        return {
+            name: at
+            for projection in self._projections
+            for partition, last in enumerate(newest)
+            if (name := partition_checkpoint(projection, partition, self._partitions)) in behind
+            and (at := behind[name]) < min(position, last)
+        }
+
     async def _needs(self, checkpoints: dict[str, int], position: int) -> dict[str, int] | None:
         """The position each checkpoint must reach (by name), or None if more than the scan limit of
-        events lie between the lowest checkpoint and ``position``."""
+        events lie between the lowest of ``checkpoints`` and ``position``."""
         lowest = min(checkpoints.values(), default=position)
         last_of: dict[int, int] = {}
         after, read = lowest, 0

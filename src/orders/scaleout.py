@@ -162,8 +162,17 @@ async def build_partitioned_app(settings: Settings) -> OrdersApp:
             codec=app.codec,
             batch_size=settings.projection_batch_size,
         )
+        async def published(partition: int | None) -> int:
+            """The newest position JetStream holds (of ``partition``, or of every one)."""
+            source = JetStreamSource(log, backend.events, consumer="heads", partition=partition)
+            return await source.head_position()
+
         app.partition_progress = PartitionedProgress(
-            backend.events, backend.read, [p.name for p in PROJECTIONS], log.partitions
+            backend.events,
+            backend.read,
+            [p.name for p in PROJECTIONS],
+            log.partitions,
+            published=published,
         )
         await backend.read.setup([table for p in PROJECTIONS for table in p.tables])
         opened.pop_all()

@@ -23,6 +23,7 @@ from cqrskit import (
     Projection,
 )
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
+from cqrskit.partitions import partition_of
 from cqrskit.workers import StorePartition, assign_partitions
 from orders.app import register_commands
 from orders.domain import EVENT_TYPES, AddItems, CreateOrder, LineItem, SubmitOrder
@@ -160,3 +161,28 @@ async def test_progress_waits_for_the_partition_that_holds_the_position(group: G
     group.start()
     assert await progress.wait_for_position(head, 30)
     assert await progress.applied_up_to(head)
+
+
+async def test_a_partition_whose_last_event_is_long_past_does_not_hold_a_token_up(
+    group: Group,
+) -> None:
+    group.start()
+    await group.orders("ORD-F", 40)
+    await group.caught_up()
+    names = [p.name for p in PROJECTIONS]
+    head = await group.events.head_position()
+
+    async def published(partition: int | None) -> int:
+        events = await group.events.read_all(0, 10_000)
+        mine = [e for e in events if partition in (None, partition_of(e.stream_id, PARTITIONS))]
+        return mine[-1].position if mine else 0
+
+    scanning = PartitionedProgress(group.events, group.read, names, PARTITIONS, scan_limit=5)
+    knowing = PartitionedProgress(
+        group.events, group.read, names, PARTITIONS, scan_limit=5, published=published
+    )
+
+    assert not await scanning.applied_up_to(head)  # more than 5 events after the lowest
+    assert await knowing.applied_up_to(head)
+    await group.orders("ORD-G", 1)
+    assert await knowing.wait_for_position(await group.events.head_position(), 30)
