@@ -11,6 +11,7 @@ URL with :func:`open_backend`.
 from cqrskit.backends import open_backend
 from cqrskit.codec import EventCodec
 from cqrskit.commands import CommandHandler, CommandResult
+from cqrskit.deadletters import DeadLetter, ErrorPolicy, ProjectionHalted
 from cqrskit.decider import Decider
 from cqrskit.errors import (
     CheckpointMoved,
@@ -60,9 +61,11 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "CqrsKitError",
+    "DeadLetter",
     "Decider",
     "DomainError",
     "DuplicateIdempotencyKey",
+    "ErrorPolicy",
     "Event",
     "EventCodec",
     "EventSource",
@@ -77,6 +80,7 @@ __all__ = [
     "PartitionedProgress",
     "PartitionedWorker",
     "Projection",
+    "ProjectionHalted",
     "ProjectionReport",
     "ProjectionRunner",
     "ProjectionState",

@@ -26,11 +26,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cqrskit.codec import EventCodec
+from cqrskit.deadletters import ErrorPolicy
 from cqrskit.errors import ConfigurationError, StoreUnavailable
 from cqrskit.messages import RecordedEvent
 from cqrskit.partitions import MAX_PARTITIONS, partition_of
@@ -122,7 +123,8 @@ class PartitionedWorker:
     ``source_of(projection, partition)`` gives the events of one partition (e.g.
     ``cqrskit.nats.JetStreamSource(..., partition=partition)``); ``read_store`` keeps the read
     model and checkpoints and must offer groups (:class:`WorkerGroups`: PostgreSQL). Failed
-    runners are restarted by a :class:`Supervisor` (:attr:`supervisor`).
+    runners are restarted by a :class:`Supervisor` (:attr:`supervisor`); ``on_error`` names
+    each projection's :class:`ErrorPolicy` (default ``stop``), which its partitions follow.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class PartitionedWorker:
         rebalance_every: float = 0.5,
         backoff: Backoff | None = None,
         remedy: str = REBUILD,
+        on_error: Mapping[str, ErrorPolicy] | None = None,
     ) -> None:
         if not isinstance(read_store, WorkerGroups):
             raise ConfigurationError(
@@ -155,6 +158,7 @@ class PartitionedWorker:
         self._codec = codec
         self._batch_size = batch_size
         self._every = rebalance_every
+        self._on_error = dict(on_error or {})
         self.supervisor = Supervisor(events, read_store, backoff=backoff, remedy=remedy)
         self.status = WorkerStatus()
 
@@ -234,6 +238,7 @@ class PartitionedWorker:
                 self._codec,
                 batch_size=self._batch_size,
                 use_lease=False,  # the partition's claim is the lease
+                on_error=self._on_error.get(projection.name, ErrorPolicy.STOP),
             )
             self.supervisor.add(runner)
 

@@ -161,7 +161,9 @@ async def build_partitioned_app(settings: Settings) -> OrdersApp:
             read_store=backend.read,
             codec=app.codec,
             batch_size=settings.projection_batch_size,
+            on_error=settings.projection_errors,
         )
+
         async def published(partition: int | None) -> int:
             """The newest position JetStream holds (of ``partition``, or of every one)."""
             source = JetStreamSource(log, backend.events, consumer="heads", partition=partition)
