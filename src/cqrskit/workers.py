@@ -210,7 +210,7 @@ class PartitionedWorker:
         wanted = assign_partitions(members, group.member, self.partitions)
         owned = set(self.status.owned)
         for partition in sorted(owned - wanted):
-            await self._stop(partition)
+            await self._stop_passing_cancellation_on(partition)
             await group.release(partition)
             owned.discard(partition)
         for partition in sorted(wanted - owned):
@@ -247,6 +247,15 @@ class PartitionedWorker:
             name = partition_checkpoint(projection.name, partition, self.partitions)
             with contextlib.suppress(KeyError):
                 await self.supervisor.remove(name)
+
+    async def _stop_passing_cancellation_on(self, partition: int) -> None:
+        """:meth:`_stop`, then raise a cancellation of this task that came meanwhile: waiting
+        for the runner, the supervisor swallows it with the runner's, and a rebalance that went
+        on would keep the worker from ever stopping."""
+        await self._stop(partition)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
 
 class StorePartition:

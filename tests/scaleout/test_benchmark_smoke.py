@@ -8,8 +8,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from benchmarks.scaleout import measure, section
+
 from tests.support.jetstream import nats_url
 from tests.support.postgres import fresh_url
 

@@ -21,6 +21,7 @@ from cqrskit import (
     PartitionedProgress,
     PartitionedWorker,
     Projection,
+    RecordedEvent,
 )
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from cqrskit.partitions import partition_of
@@ -186,3 +187,39 @@ async def test_a_partition_whose_last_event_is_long_past_does_not_hold_a_token_u
     assert await knowing.applied_up_to(head)
     await group.orders("ORD-G", 1)
     assert await knowing.wait_for_position(await group.events.head_position(), 30)
+
+
+async def test_a_worker_cancelled_while_it_hands_a_partition_on_stops(group: Group) -> None:
+    stopping, release = asyncio.Event(), asyncio.Event()
+
+    class SlowToStop(StorePartition):
+        """A partition whose reading takes a while to stop (a fetch in flight)."""
+
+        async def subscribe_all(
+            self, after: int = 0, batch_size: int = 1000
+        ) -> AsyncIterator[list[RecordedEvent]]:
+            try:
+                async for batch in super().subscribe_all(after, batch_size):
+                    yield batch
+            except asyncio.CancelledError:
+                stopping.set()
+                await asyncio.shield(release.wait())
+                raise
+
+    def source_of(projection: Projection, partition: int) -> StorePartition:
+        return SlowToStop(group.events, partition, PARTITIONS)
+
+    first = PartitionedWorker(
+        PROJECTIONS, group="orders", partitions=PARTITIONS, source_of=source_of,
+        events=group.events, read_store=group.read, codec=CODEC, rebalance_every=0.01,
+    )  # fmt: skip
+    running = asyncio.create_task(first.run())
+    await until(lambda: len(first.status.owned) == PARTITIONS)
+    group.start()  # the first worker hands half its partitions on: one stops slowly
+    await until(stopping.is_set)
+
+    running.cancel()
+    release.set()
+
+    await asyncio.wait({running}, timeout=30)  # waiting, not cancelling it once more
+    assert running.cancelled()
