@@ -130,6 +130,19 @@ class Projection:
 
         return register
 
+    def renamed(self, name: str) -> Projection:
+        """The same tables and handlers under another name (another checkpoint), e.g. one
+        partition of this projection run by a :class:`cqrskit.PartitionedWorker`. Version 1
+        only: a twin of a later version would write the tables of version 1."""
+        if self.version != 1:
+            raise ConfigurationError(
+                f"projection {self.key!r}: only version 1 of a projection can be renamed"
+                " (partitioned workers do not run blue/green versions yet)"
+            )
+        twin = Projection(name, self.tables)
+        twin._handlers = self._handlers
+        return twin
+
     def apply(
         self, codec: EventCodec, events: Sequence[RecordedEvent], view: ViewTransaction
     ) -> int:
@@ -176,6 +189,9 @@ class _StoredView:
 
     def delete(self, table: Table, *key: Any) -> None:
         self._view.delete(self._stored(table), *key)
+
+    def increment(self, table: Table, row: Row) -> None:
+        self._view.increment(self._stored(table), row)
 
 
 @runtime_checkable
