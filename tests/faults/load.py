@@ -5,6 +5,7 @@ a full replay of the event store)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ class Answer:
     status: int
     retry_after: str | None
     problem_type: str | None
+    #: ``time.monotonic()`` when the request was sent and when it was answered
+    sent: float
+    answered: float
+    consistency_token: str | None
 
 
 @dataclass
@@ -119,6 +124,7 @@ class Load:
             order_id = f"{self.customer}-{number}-{sent}"
             sent += 1
             body = {"order_id": order_id, "customer_id": self.customer, "items": [PEN]}
+            sent_at = time.monotonic()
             try:
                 with client(self.url) as http:
                     response = http.post("/orders", json=body)
@@ -138,7 +144,14 @@ class Load:
             )
             with self._lock:
                 self.answers.append(
-                    Answer(response.status_code, response.headers.get("Retry-After"), problem)
+                    Answer(
+                        response.status_code,
+                        response.headers.get("Retry-After"),
+                        problem,
+                        sent_at,
+                        time.monotonic(),
+                        response.headers.get("Consistency-Token"),
+                    )
                 )
                 if response.status_code == 201:
                     self.acknowledged.add(order_id)
