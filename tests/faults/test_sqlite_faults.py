@@ -11,6 +11,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,48 @@ async def test_a_database_that_refuses_every_write_is_ridden_out(
         resource.prlimit(processes[0].popen.pid, resource.RLIMIT_FSIZE, limits[0])
 
     await ride_out(tmp_path, processes, refuse_writes, allow_writes)
+
+
+async def test_a_projection_whose_read_model_stays_locked_is_not_ready_between_its_retries(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    db_url = sqlite_url(tmp_path)
+    url = serve(processes, tmp_path, db_url)
+    with client(url) as http:
+        assert http.post("/orders", json={"customer_id": "C", "items": []}).status_code == 201
+        until_sync(lambda: http.get("/readyz").status_code == 200, what="ready")
+        # Another program holds the write lock of the read model: every projection batch
+        # fails after the busy timeout, and the projection retries after each.
+        holder = sqlite3.connect(tmp_path / "orders.read.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            created = http.post("/orders", json={"customer_id": "C", "items": []})
+            assert created.status_code == 201  # the event store is not locked
+            until_sync(lambda: http.get("/readyz").status_code == 503, what="not ready")
+            first = restarts(http.get("/readyz").json())
+            seen: list[tuple[int, set[str]]] = []
+
+            def retried_twice() -> bool:
+                ready = http.get("/readyz")
+                states = {p["state"] for p in ready.json()["projections"]}
+                seen.append((ready.status_code, states))
+                return restarts(ready.json()) >= first + 2 * len(ready.json()["projections"])
+
+            until_sync(retried_twice, what="two more attempts of each projection")
+            assert {status for status, _ in seen} == {503}, seen
+            assert set().union(*(states for _, states in seen)) <= {
+                "backing_off",
+                "retrying",
+                "running",
+            }
+        finally:
+            holder.close()
+        until_sync(lambda: http.get("/readyz").status_code == 200, what="ready once unlocked")
+        token = {"Consistency-Token": created.headers["Consistency-Token"]}
+        assert http.get(f"/orders/{created.json()['order_id']}", headers=token).status_code == 200
+    assert processes[0].stop() == 0
+    await assert_read_model_is_a_replay(db_url)
+
+
+def restarts(ready: dict[str, Any]) -> int:
+    return sum(int(p["restarts"]) for p in ready["projections"])
