@@ -294,7 +294,9 @@ class Supervisor:
         """Restart projection ``name`` now if it is halted (after its halted event was retried
         or discarded); nothing otherwise. Raises :class:`KeyError` for a name it does not
         supervise."""
-        self._supervised[name].wake.set()
+        entry = self._supervised[name]
+        entry.halted = None  # at once: waiting for a position waits for it again
+        entry.wake.set()
 
     async def stop(self) -> None:
         """Stop every projection; a batch in flight commits or rolls back whole."""
@@ -330,8 +332,10 @@ class Supervisor:
                 lags[checkpoint] = (len(unapplied), max(0.0, age))
             report = self._report(entry, (checkpoint, head, *lags[checkpoint]))
             tables = entry.runner.projection.dead_letters
-            halted = await halted_event(self._read, tables)
             state = report.state
+            # A projection at work here is not halted (it clears a stored halt as it passes)
+            alive = state in (ProjectionState.RUNNING, ProjectionState.CATCHING_UP)
+            halted = entry.halted if alive else await halted_event(self._read, tables)
             if halted is not None and state is ProjectionState.EXTERNAL:
                 state = ProjectionState.HALTED  # wherever it runs, it stands at that event
             count = await dead_letter_count(self._read, tables)
@@ -346,7 +350,9 @@ class Supervisor:
 
         A projection running in this process wakes the wait as soon as it commits a batch; any
         other (standing by, backing off, or run by another process) is followed through the
-        checkpoint stored in the read store. Raises :class:`~cqrskit.StoreUnavailable` when
+        checkpoint stored in the read store. A projection halted in this process is not waited
+        for: it would never get there, and its read model answers as of its halt (which
+        :meth:`report` shows). Raises :class:`~cqrskit.StoreUnavailable` when
         the read store cannot be reached.
         """
         deadline = time.monotonic() + timeout
@@ -405,10 +411,22 @@ class Supervisor:
         entry.retry_at, entry.retrying = None, False
         if task is None or task.done():
             return
-        task.cancel()
+        # Cancelled again until it ends: a library's asyncio.wait_for (psycopg_pool waiting for
+        # a connection, nats-py for a message) loses a cancellation that arrives as its wait
+        # ends (Python 3.11), and the runner would run on. The caller's own cancellation is
+        # passed on once the runner stopped, never swallowed with the runner's.
+        cancelled = False
+        while not task.done():
+            task.cancel()
+            try:
+                await asyncio.wait({task}, timeout=0.5)
+            except asyncio.CancelledError:
+                cancelled = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
         log.info("projection %s stopped at checkpoint %d", entry.name, entry.runner.status.position)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _supervise(self, entry: _Supervised) -> None:
         runner, failures = entry.runner, 0
@@ -470,6 +488,8 @@ class Supervisor:
     async def _wait_for(self, entry: _Supervised, position: int, deadline: float) -> bool:
         runner, pause = entry.runner, 0.001
         while True:
+            if entry.halted is not None:
+                return True
             remaining = deadline - time.monotonic()
             if runner.status.running and entry.task is not None and not entry.task.done():
                 # Working in this process: its checkpoint is known without a query.

@@ -7,6 +7,7 @@ state. Only this module chooses a backend (by URL) and touches it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -25,6 +26,8 @@ from cqrskit import (
     EventCodec,
     EventSource,
     Metadata,
+    PartitionedProgress,
+    PartitionedWorker,
     Projection,
     ProjectionHalted,
     ProjectionReport,
@@ -130,6 +133,9 @@ class Settings:
     read_db_url: str | None = None
     #: this node's name (its JetStream consumers); default: derived from ``read_db_url``
     node_name: str | None = None
+    #: the read model (in ``db_url``, PostgreSQL) is kept by partitioned workers fed from
+    #: JetStream (``orders project --nats``): tokens wait for every partition
+    partitioned: bool = False
     #: what each projection does with an event it cannot apply (``stop`` when not named)
     projection_errors: Mapping[str, ErrorPolicy] = field(
         default_factory=lambda: dict(DEFAULT_ERROR_POLICIES)
@@ -139,10 +145,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``,
         ``CQRSKIT_SNAPSHOT_EVERY``, ``CQRSKIT_NATS_URL``, ``CQRSKIT_NATS_STREAM``,
-        ``CQRSKIT_READ_DB``, ``CQRSKIT_NODE_NAME`` and ``CQRSKIT_PROJECTION_ERRORS``
-        (``orders=park,order_stats=stop``), then ``overrides`` (a None override keeps the
-        environment's value). Raises :class:`~cqrskit.ConfigurationError` for a policy that
-        is neither ``stop`` nor ``park``."""
+        ``CQRSKIT_READ_DB``, ``CQRSKIT_NODE_NAME``, ``CQRSKIT_PARTITIONED`` and
+        ``CQRSKIT_PROJECTION_ERRORS`` (``orders=park,order_stats=stop``), then ``overrides``
+        (a None override keeps the environment's value). Raises
+        :class:`~cqrskit.ConfigurationError` for a policy that is neither ``stop`` nor
+        ``park``."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if "CQRSKIT_DB" in env:
@@ -151,6 +158,8 @@ class Settings:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
         if "CQRSKIT_SNAPSHOT_EVERY" in env:
             values["snapshot_every"] = int(env["CQRSKIT_SNAPSHOT_EVERY"])
+        if env.get("CQRSKIT_PARTITIONED", "").lower() in ("1", "true", "yes"):
+            values["partitioned"] = True
         for variable, name in _SCALE_OUT_VARIABLES:
             if env.get(variable):
                 values[name] = env[variable]
@@ -177,6 +186,11 @@ class OrdersApp:
     subscriptions: OrderSubscriptions = field(init=False)
     #: closed after the backend, last opened first (a node's JetStream connection, ...)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: with a read model kept by partitioned workers: this process's worker (run by
+    #: :meth:`start_projections`) and what consistency tokens wait for
+    partition_worker: PartitionedWorker | None = None
+    partition_progress: PartitionedProgress | None = None
+    _worker_task: asyncio.Task[None] | None = field(default=None, init=False)
     _refusal: ReadModelMismatch | None = field(default=None, init=False)
     _refused_at: float = field(default=0.0, init=False)
     _verified: bool = field(default=False, init=False)
@@ -268,7 +282,10 @@ class OrdersApp:
         """Each projection's state, checkpoint, head and lag (see
         :meth:`cqrskit.supervision.Supervisor.report`); right also when a separate worker runs
         the projections (they are then reported as ``external``)."""
-        return await self.supervisor.report()
+        reports = await self.supervisor.report()
+        if self.partition_worker is not None and self._worker_task is not None:
+            reports.extend(await self.partition_worker.supervisor.report())
+        return reports
 
     async def setup_read_model(self) -> None:
         """Create the read-model tables and load the projections' checkpoints."""
@@ -350,13 +367,19 @@ class OrdersApp:
 
     def start_projections(self) -> None:
         """Run the projections in the background, restarted when they fail, until
-        :meth:`close` (see :class:`cqrskit.supervision.Supervisor`)."""
+        :meth:`close` (see :class:`cqrskit.supervision.Supervisor`), and this process's
+        partitioned worker, if it has one (it joins the group and takes a share)."""
         self.supervisor.start()
+        worker = self.partition_worker
+        if worker is not None and (self._worker_task is None or self._worker_task.done()):
+            self._worker_task = asyncio.create_task(worker.run(), name="partitioned worker")
 
     async def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
         """Wait until every projection has applied events up to ``position``, wherever it
         runs; False when ``timeout`` (default: the configured consistency timeout) runs out."""
         timeout = self.settings.consistency_timeout if timeout is None else timeout
+        if self.partition_progress is not None:
+            return await self.partition_progress.wait_for_position(position, timeout)
         return await self.supervisor.wait_for_position(position, timeout)
 
     async def projection_applied_at(self, position: int) -> dict[str, float | None]:
@@ -436,6 +459,11 @@ class OrdersApp:
 
     async def stop_projections(self) -> None:
         """Stop the background projections; a batch in flight commits or rolls back whole."""
+        task, self._worker_task = self._worker_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.supervisor.stop()
 
     async def close(self) -> None:

@@ -723,8 +723,9 @@ def serve(
 
     configure_logging()
     settings = Settings.from_env(
-        db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name
-    )
+        db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name,
+        partitioned=_partitioned(nats, read_db),
+    )  # fmt: skip
 
     async def work(orders_app: OrdersApp) -> None:
         if demo and await orders_app.head_position() == 0:
@@ -747,12 +748,24 @@ def relay(db: DbOption = None, nats: NatsOption = None, stream: StreamOption = N
 
 
 @app.command()
-def project(db: DbOption = None) -> None:
-    """Run the projections as a separate worker until SIGINT/SIGTERM (serve --no-projections)."""
+def project(db: DbOption = None, nats: NatsOption = None, stream: StreamOption = None) -> None:
+    """Run the projections as a separate worker until SIGINT/SIGTERM (serve --no-projections).
+
+    With --nats (PostgreSQL only), a partitioned worker: it joins the other workers of the
+    stream, takes its share of the partitions and reads them from JetStream."""
     from orders.worker import project as run_projections
 
     configure_logging()
-    run_with_app(db, run_projections)
+    settings = Settings.from_env(
+        db_url=db, nats_url=nats, nats_stream=stream, partitioned=_partitioned(nats, None)
+    )
+    run_with_app(db, run_projections, settings=settings)
+
+
+def _partitioned(nats: str | None, read_db: str | None) -> bool | None:
+    """--nats on the command line without a read database of the node's own: the read model in
+    PostgreSQL is kept by partitioned workers (else as CQRSKIT_PARTITIONED says)."""
+    return True if nats is not None and read_db is None else None
 
 
 def main() -> None:
