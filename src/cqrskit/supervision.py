@@ -405,10 +405,22 @@ class Supervisor:
         entry.retry_at = None
         if task is None or task.done():
             return
-        task.cancel()
+        # Cancelled again until it ends: a library's asyncio.wait_for (psycopg_pool waiting for
+        # a connection, nats-py for a message) loses a cancellation that arrives as its wait
+        # ends (Python 3.11), and the runner would run on. The caller's own cancellation is
+        # passed on once the runner stopped, never swallowed with the runner's.
+        cancelled = False
+        while not task.done():
+            task.cancel()
+            try:
+                await asyncio.wait({task}, timeout=0.5)
+            except asyncio.CancelledError:
+                cancelled = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
         log.info("projection %s stopped at checkpoint %d", entry.name, entry.runner.status.position)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _supervise(self, entry: _Supervised) -> None:
         runner, failures = entry.runner, 0
