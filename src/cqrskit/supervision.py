@@ -71,6 +71,10 @@ class ProjectionState(enum.StrEnum):
     STANDING_BY = "standing_by"
     #: stopped on an error; restarts after a backoff (``last_error``, ``retry_in``)
     BACKING_OFF = "backing_off"
+    #: restarted after an error and not yet through a batch (``last_error``): not ready until
+    #: it commits one or reaches the head, so that a projection failing at every attempt (a
+    #: read model locked by another program) does not read as ready between its retries
+    RETRYING = "retrying"
     #: this process ran it and stopped it (:meth:`Supervisor.stop`)
     STOPPED = "stopped"
     #: this process does not run it (another process may: its checkpoint still tells)
@@ -87,7 +91,11 @@ class ProjectionState(enum.StrEnum):
         A halted projection is ready: every process would halt at the same event, so taking
         this one out of service would help nothing and stop the commands too; the halt is
         reported (``ProjectionReport.halted``) and must be fixed by hand."""
-        return self not in (ProjectionState.BACKING_OFF, ProjectionState.STOPPED)
+        return self not in (
+            ProjectionState.BACKING_OFF,
+            ProjectionState.RETRYING,
+            ProjectionState.STOPPED,
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,8 @@ class _Supervised:
     restarts: int = 0
     last_error: str | None = None
     retry_at: float | None = None
+    #: restarted after an error, and no batch committed since
+    retrying: bool = False
     started_at: float = 0.0
     batches: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     #: (checkpoint, wall-clock time) of each recent commit
@@ -177,9 +187,12 @@ class _Supervised:
             return ProjectionState.STANDING_BY
         if status.running and status.position >= status.catch_up_target:
             return ProjectionState.RUNNING
+        if self.retrying:
+            return ProjectionState.RETRYING
         return ProjectionState.CATCHING_UP
 
     async def record_batch(self, handled: int) -> None:
+        self.retrying = False
         now = time.monotonic()
         self.batches.append((now, handled))
         self.applied.append((self.runner.status.position, time.time()))
@@ -402,7 +415,7 @@ class Supervisor:
     async def _halt(self, entry: _Supervised) -> None:
         task, entry.task = entry.task, None
         entry.stopped = True
-        entry.retry_at = None
+        entry.retry_at, entry.retrying = None, False
         if task is None or task.done():
             return
         # Cancelled again until it ends: a library's asyncio.wait_for (psycopg_pool waiting for
@@ -455,7 +468,7 @@ class Supervisor:
                 exc_info=not isinstance(error, StoreUnavailable | ReadModelMismatch),
             )
             await asyncio.sleep(delay)
-            entry.retry_at = None
+            entry.retry_at, entry.retrying = None, True
             entry.restarts += 1
             log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
 
