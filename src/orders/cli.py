@@ -135,11 +135,13 @@ def run_with_app(
     *,
     settings: Settings | None = None,
     existing: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
     """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit.
 
     With ``existing`` (commands that only read), a store that does not exist is an error
-    rather than created: a mistyped ``--db`` creates nothing.
+    rather than created: a mistyped ``--db`` creates nothing. ``loop_factory`` makes the
+    event loop (asyncio's default when None).
     """
 
     async def main() -> T:
@@ -158,7 +160,8 @@ def run_with_app(
                 await orders_app.close()
 
     try:
-        return asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(main())
     except (
         DomainError,
         StreamNotFound,
@@ -602,7 +605,7 @@ def serve(
                 await orders_app.send(command)
         await server.serve(orders_app, host=host, port=port, run_projections=not no_projections)
 
-    run_with_app(db, work, settings=settings)
+    run_with_app(db, work, settings=settings, loop_factory=server.event_loop_factory())
 
 
 @app.command()

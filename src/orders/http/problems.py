@@ -30,7 +30,14 @@ from cqrskit import (
 from orders.errors import ConsistencyTimeout, InvalidQuery, OrderNotFound, TokenBeyondHead
 from orders.http.methods import allowed_methods
 
-__all__ = ["PROBLEM_JSON", "Problem", "install", "problem_for", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "install",
+    "problem_for",
+    "problem_reply",
+    "problem_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("orders.http")
@@ -172,7 +179,9 @@ def problem_response(problem: Problem, instance: str) -> JSONResponse:
     )
 
 
-async def _handle(request: Request, error: Exception) -> Response:
+async def problem_reply(request: Request, error: Exception) -> Response:
+    """The problem response for ``error`` raised while handling ``request`` (logged when
+    unexpected, and named in the request's log line)."""
     problem = problem_for(error)
     if problem.status == 405:  # Starlette names the methods of one route; a path may have more
         problem.headers["Allow"] = allowed_methods(request.scope)
@@ -202,4 +211,4 @@ def install(api: FastAPI) -> None:
         ConsistencyTimeout,
         Exception,
     ):
-        api.add_exception_handler(error_type, _handle)
+        api.add_exception_handler(error_type, problem_reply)

@@ -8,6 +8,7 @@ back whole, checkpoint included) and closes the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -22,7 +23,7 @@ from orders.app import OrdersApp
 from orders.http.api import create_api
 from orders.http.sse import StreamSettings
 
-__all__ = ["OrdersServer", "build_server", "serve"]
+__all__ = ["OrdersServer", "build_server", "event_loop_factory", "serve"]
 
 log = logging.getLogger("orders.http")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -54,6 +55,16 @@ class OrdersServer(uvicorn.Server):
                     flush=True,
                 )
                 return
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``service`` extra installs it), as
+    uvicorn's ``loop="auto"`` chooses; None (asyncio's own) otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def build_server(
