@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 
 import nats
+import pytest
 
 from cqrskit import EventCodec, ProjectionRunner
 from cqrskit.memory import InMemoryReadStore
@@ -115,3 +117,44 @@ async def test_a_partition_source_reads_exactly_the_events_of_its_partition_in_o
 
         expected = [e for e in logged if partition_of(e.stream_id, 4) == partition]
         assert found == expected
+
+
+async def test_a_read_that_waits_in_vain_on_a_busy_server_reads_again_until_the_last_event(
+    orders_app: OrdersApp, jetstream: JetStreamLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a relayed log, and a server so busy that the first fetches come back empty
+    await _relayed(orders_app, jetstream, 3)
+    fetch, empty_answers = jetstream.fetch, [2]
+
+    async def slow_fetch(subscription: Any, batch: int, timeout: float) -> list[Any]:
+        if empty_answers[0]:
+            empty_answers[0] -= 1
+            return []
+        return await fetch(subscription, batch, timeout)
+
+    monkeypatch.setattr(jetstream, "fetch", slow_fetch)
+    source = JetStreamSource(jetstream, orders_app.backend.events, consumer="busy")
+
+    # when a runner asks for the log from the start
+    events = await source.read_all(0, 1000)
+
+    # then it gets every event, not an empty page that would read as "caught up"
+    assert [e.position for e in events] == [
+        e.position for e in await orders_app.backend.events.read_all(0, 1000)
+    ]
+    assert empty_answers == [0]
+
+
+async def test_a_read_after_the_last_relayed_event_answers_at_once_with_nothing(
+    orders_app: OrdersApp, jetstream: JetStreamLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _relayed(orders_app, jetstream, 2)
+    head = await orders_app.backend.events.head_position()
+    source = JetStreamSource(jetstream, orders_app.backend.events, consumer="after")
+
+    async def no_fetch(subscription: Any, batch: int, timeout: float) -> list[Any]:
+        raise AssertionError("nothing is stored after the head: no consumer needs to wait")
+
+    monkeypatch.setattr(jetstream, "fetch", no_fetch)
+
+    assert await source.read_all(head, 1000) == []

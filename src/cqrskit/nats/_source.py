@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from cqrskit.errors import StoreUnavailable
 from cqrskit.messages import RecordedEvent
@@ -37,6 +38,7 @@ from cqrskit.store import EventStore
 log = logging.getLogger("cqrskit.nats.source")
 
 _FIRST_RETRY = 0.1
+_READ_DEADLINE = 30.0
 _LAST_RETRY = 5.0
 
 
@@ -79,10 +81,13 @@ class JetStreamSource:
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events after ``after``, in order (an ephemeral consumer's worth)."""
         sequence, _ = await self._log.sequence_after(after)
+        last = await self._log.last_envelope(self._filter)
+        if last is None or last.sequence < sequence:
+            return []
         name = f"{self._consumer}_read_{uuid.uuid4().hex[:8]}"
         subscription = await self._log.pull_consumer(name, self._filter, sequence, durable=False)
         try:
-            messages = await self._log.fetch(subscription, limit, timeout=0.5)
+            messages = await self._fetch_through(subscription, last.sequence, limit)
         finally:
             await self._log.drop(subscription, name)
         found: list[RecordedEvent] = []
@@ -91,6 +96,29 @@ class JetStreamSource:
             if len(found) >= limit:
                 break
         return found[:limit]
+
+    async def _fetch_through(
+        self, subscription: JetStreamContext.PullSubscription, last_sequence: int, limit: int
+    ) -> list[Msg]:
+        """Up to ``limit`` messages, fetched until the one at ``last_sequence`` came.
+
+        A fetch that waits in vain on a busy server is not the end of the log: an empty
+        answer would tell a runner it has caught up while events are still stored. So this
+        fetches again until the known last message arrived, and gives up only after
+        ``_READ_DEADLINE`` seconds, with :class:`StoreUnavailable`.
+        """
+        messages: list[Msg] = []
+        deadline = asyncio.get_running_loop().time() + _READ_DEADLINE
+        while len(messages) < limit:
+            if messages and messages[-1].metadata.sequence.stream >= last_sequence:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise StoreUnavailable(
+                    f"NATS at {self._log.where}: JetStream did not deliver the stored messages "
+                    f"up to sequence {last_sequence} within {_READ_DEADLINE:.0f} s"
+                )
+            messages.extend(await self._log.fetch(subscription, limit - len(messages), timeout=0.5))
+        return messages
 
     async def subscribe_all(
         self, after: int = 0, batch_size: int = 1000
