@@ -55,17 +55,23 @@ class Table:
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
     column_names: tuple[str, ...] = field(init=False)
+    #: the column names as a set, for a row's check at C speed (``row.keys() >= column_set``)
+    column_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = tuple(column.name for column in self.columns)
         object.__setattr__(self, "column_names", names)
+        object.__setattr__(self, "column_set", frozenset(names))
         unknown = [name for name in (*self.key, *sum(self.indexes, ())) if name not in names]
         if unknown:
             raise ValueError(f"table {self.name!r} has no column(s) {unknown}")
 
     def key_of(self, row: Mapping[str, Any]) -> Key:
         """The primary key of ``row``."""
-        return tuple(row[name] for name in self.key)
+        key = self.key
+        if len(key) == 1:  # most tables: no generator to run
+            return (row[key[0]],)
+        return tuple([row[name] for name in key])
 
 
 class ViewTransaction(Protocol):
@@ -152,6 +158,9 @@ class ReadStore(Protocol):
 Loader = Callable[[Table, Key], Row | None]
 
 
+_UNSEEN: Any = object()
+
+
 class UnitOfWork:
     """A :class:`ViewTransaction` that keeps a batch's changes in memory until flushed.
 
@@ -162,47 +171,51 @@ class UnitOfWork:
 
     def __init__(self, load: Loader) -> None:
         self._load = load
+        # per table name: every row seen in the batch (None: absent or deleted), and the rows
+        # changed (the same objects), so a row put many times is written once
         self._rows: dict[str, dict[Key, Row | None]] = {}
-        self._dirty: dict[str, set[Key]] = {}
+        self._dirty: dict[str, dict[Key, Row | None]] = {}
         self._tables: dict[str, Table] = {}
 
     def get(self, table: Table, *key: Any) -> Row | None:
-        rows = self._rows_of(table)
-        if key in rows:
-            return rows[key]
-        found = rows[key] = self._load(table, key)
+        rows = self._rows.get(table.name)
+        if rows is None:
+            rows = self._start(table)
+        found: Row | None = rows.get(key, _UNSEEN)
+        if found is _UNSEEN:
+            found = rows[key] = self._load(table, key)
         return found
 
     def put(self, table: Table, row: Row) -> None:
-        missing = [name for name in table.column_names if name not in row]
-        if missing:
+        if not row.keys() >= table.column_set:
+            missing = [name for name in table.column_names if name not in row]
             raise ValueError(f"row for {table.name!r} lacks column(s) {missing}")
         key = table.key_of(row)
-        self._rows_of(table)[key] = row
-        self._dirty[table.name].add(key)
+        rows = self._rows.get(table.name)
+        if rows is None:
+            rows = self._start(table)
+        rows[key] = self._dirty[table.name][key] = row
 
     def delete(self, table: Table, *key: Any) -> None:
-        self._rows_of(table)[key] = None
-        self._dirty[table.name].add(key)
+        rows = self._rows.get(table.name)
+        if rows is None:
+            rows = self._start(table)
+        rows[key] = self._dirty[table.name][key] = None
 
     def changes(self) -> Iterator[tuple[Table, list[Row], list[Key]]]:
         """Per table touched: rows to upsert and keys to delete."""
-        for name, keys in self._dirty.items():
-            rows = self._rows[name]
+        for name, changed in self._dirty.items():
             upserts: list[Row] = []
             deletes: list[Key] = []
-            for key in keys:
-                row = rows[key]
+            for key, row in changed.items():
                 if row is None:
                     deletes.append(key)
                 else:
                     upserts.append(row)
             yield self._tables[name], upserts, deletes
 
-    def _rows_of(self, table: Table) -> dict[Key, Row | None]:
-        rows = self._rows.get(table.name)
-        if rows is None:
-            rows = self._rows[table.name] = {}
-            self._dirty[table.name] = set()
-            self._tables[table.name] = table
+    def _start(self, table: Table) -> dict[Key, Row | None]:
+        rows = self._rows[table.name] = {}
+        self._dirty[table.name] = {}
+        self._tables[table.name] = table
         return rows
