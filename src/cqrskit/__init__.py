@@ -10,6 +10,7 @@ URL with :func:`open_backend`.
 from cqrskit.backends import open_backend
 from cqrskit.codec import EventCodec
 from cqrskit.commands import CommandHandler, CommandResult
+from cqrskit.deadletters import DeadLetter, ErrorPolicy, ProjectionHalted
 from cqrskit.decider import Decider
 from cqrskit.errors import (
     CheckpointMoved,
@@ -58,9 +59,11 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "CqrsKitError",
+    "DeadLetter",
     "Decider",
     "DomainError",
     "DuplicateIdempotencyKey",
+    "ErrorPolicy",
     "Event",
     "EventCodec",
     "EventSource",
@@ -73,6 +76,7 @@ __all__ = [
     "Metadata",
     "NewEvent",
     "Projection",
+    "ProjectionHalted",
     "ProjectionReport",
     "ProjectionRunner",
     "ProjectionState",

@@ -12,6 +12,15 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cqrskit import tracing
 from cqrskit.codec import EventCodec
+from cqrskit.deadletters import (
+    DeadLetterTables,
+    ErrorPolicy,
+    ProjectionHalted,
+    _BatchPlan,
+    _EventFailed,
+    halted_event,
+    parked_streams,
+)
 from cqrskit.errors import CheckpointMoved, ConfigurationError
 from cqrskit.messages import Event, RecordedEvent
 from cqrskit.readmodel import ReadStore, Table, ViewTransaction
@@ -36,11 +45,15 @@ class Projection:
     Handlers are plain functions ``handler(event, recorded, view)``; they must be
     deterministic in the event and its envelope (use ``recorded.recorded_at``, never the
     clock), so that a rebuild gives the same tables.
+
+    ``tables`` ends with the projection's two dead-letter tables (``dead_letters``, see
+    :mod:`cqrskit.deadletters`), so that they are created, reset and dropped with its own.
     """
 
     def __init__(self, name: str, tables: Sequence[Table]) -> None:
         self.name = name
-        self.tables = tuple(tables)
+        self.dead_letters = DeadLetterTables(name)
+        self.tables = (*tables, *self.dead_letters.tables)
         self._handlers: dict[str, Handler[Any]] = {}
 
     def on(self, event_type: type[E]) -> Callable[[Handler[E]], Handler[E]]:
@@ -63,17 +76,26 @@ class Projection:
 
         Events stored in an earlier shape are upcast first (see :class:`EventCodec`).
         """
-        handlers = self._handlers
-        handled = 0
-        for recorded in events:
-            handler = handlers.get(codec.read_as(recorded.event_type, recorded.schema_version))
-            if handler is not None:
-                # Handlers see the event and its envelope in the current shape, however old
-                # the stored one: they are written against today's classes only.
-                current = codec.upcast(recorded)
-                handler(codec.decode(current), current, view)
-                handled += 1
-        return handled
+        return sum(self.apply_event(codec, recorded, view) for recorded in events)
+
+    def handles(self, codec: EventCodec, recorded: RecordedEvent) -> bool:
+        """Whether this projection has a handler for ``recorded`` (as read today)."""
+        return codec.read_as(recorded.event_type, recorded.schema_version) in self._handlers
+
+    def apply_event(
+        self, codec: EventCodec, recorded: RecordedEvent, view: ViewTransaction
+    ) -> bool:
+        """Apply one event to ``view``; False when this projection does not handle it.
+
+        Raises what its handler raises, or :class:`~cqrskit.UndecodableEvent`."""
+        handler = self._handlers.get(codec.read_as(recorded.event_type, recorded.schema_version))
+        if handler is None:
+            return False
+        # Handlers see the event and its envelope in the current shape, however old the
+        # stored one: they are written against today's classes only.
+        current = codec.upcast(recorded)
+        handler(codec.decode(current), current, view)
+        return True
 
 
 @runtime_checkable
@@ -108,9 +130,15 @@ class ProjectionRunner:
     as ``cqrskit.nats.JetStreamSource``), in global order, batch by batch.
 
     Each batch's read-model writes and the new checkpoint are committed in one transaction, so
-    after a crash no event is applied twice or skipped. Several runners of the same projection
-    may run at once (several processes): the checkpoint is compare-and-set, and a runner that
-    loses the race rolls its batch back and resumes from the winner's checkpoint.
+    after a crash no event is applied twice or skipped. An event it cannot apply (its handler
+    raises, or it cannot be decoded or upcast) meets ``on_error`` (see
+    :mod:`cqrskit.deadletters`): ``stop`` (the default) commits the events before it and
+    raises :class:`~cqrskit.deadletters.ProjectionHalted`; ``park`` sets it and the later
+    events of its stream aside as dead letters, in the batch's transaction, and goes on.
+
+    Several runners of the same projection may run at once (several processes): the
+    checkpoint is compare-and-set, and a runner that loses the race rolls its batch back and
+    resumes from the winner's checkpoint.
     """
 
     def __init__(
@@ -122,9 +150,14 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         use_lease: bool = True,
+        on_error: ErrorPolicy = ErrorPolicy.STOP,
     ) -> None:
         self.projection = projection
+        self.on_error = ErrorPolicy(on_error)
         self._use_lease = use_lease
+        #: streams with dead letters, and the position of a recorded halt (None: not halted)
+        self._parked: frozenset[str] = frozenset()
+        self._halt: tuple[int, int] | None = None
         self._events = events
         self._read_store = read_store
         self._codec = codec
@@ -135,7 +168,15 @@ class ProjectionRunner:
     async def setup(self) -> None:
         """Create the projection's tables if needed and load its checkpoint."""
         await self._read_store.setup(self.projection.tables)
-        self.status.position = await self._read_store.checkpoint(self.projection.name)
+        await self._load_position()
+
+    async def _load_position(self) -> None:
+        """The checkpoint, and what this runner must know of the dead letters."""
+        store, tables = self._read_store, self.projection.dead_letters
+        self.status.position = await store.checkpoint(self.projection.name)
+        self._parked = await parked_streams(store, tables)
+        halt = await halted_event(store, tables)
+        self._halt = None if halt is None else (halt.position, halt.attempts)
 
     async def catch_up(self, on_batch: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Apply every event up to the store's current head, then return.
@@ -144,6 +185,7 @@ class ProjectionRunner:
         its own transaction, often on another thread or connection), so reading and writing
         overlap.
         """
+        await self._load_position()  # another process may have moved it (a retried halt)
         head = await self._events.head_position()
         events, size = self._events, self._batch_size
         ahead = asyncio.ensure_future(events.read_all(self.status.position, size))
@@ -185,7 +227,7 @@ class ProjectionRunner:
         try:
             async with lease:
                 self.status.standing_by = False
-                self.status.position = await store.checkpoint(self.projection.name)
+                await self._load_position()
                 self.status.catch_up_target = await self._events.head_position()
                 self.status.running = True
                 while True:
@@ -193,7 +235,7 @@ class ProjectionRunner:
                         await self._follow(on_batch)
                     except CheckpointMoved as moved:
                         log.info("projection %s: %s; resuming", self.projection.name, moved)
-                        self.status.position = moved.actual
+                        await self._load_position()
         finally:
             self.status.standing_by = False
             self.status.running = False
@@ -205,16 +247,23 @@ class ProjectionRunner:
                 await on_batch(handled)
 
     async def _apply(self, batch: list[RecordedEvent]) -> int:
-        projection, codec = self.projection, self._codec
-        counted = 0
-
-        def write(view: ViewTransaction) -> None:
-            nonlocal counted
-            counted = projection.apply(codec, batch, view)
-
-        last = batch[-1]
+        projection, store = self.projection, self._read_store
+        clear = None if self._halt is None else self._halt[0]
+        plan = _BatchPlan(projection, self._codec, batch, self._parked, clear_halt=clear)
+        end = batch[-1].position
         started = time.time_ns() if tracing.enabled() else 0
-        await self._read_store.apply(projection.name, self.status.position, last.position, write)
+        while True:
+            try:
+                await store.apply(projection.name, self.status.position, end, plan.write)
+                break
+            except _EventFailed as failed:  # rolled back: try the batch again without it
+                if self.on_error is ErrorPolicy.PARK:
+                    plan.failures[failed.index] = failed
+                    continue
+                plan.stop_at = failed
+                if self._halt is not None and self._halt[0] == failed.recorded.position:
+                    plan.halt_attempts = self._halt[1] + 1
+                end = batch[failed.index - 1].position if failed.index else self.status.position
         if started:
             traced = [tracing.trace_context_of(event.meta) for event in batch]
             tracing.record_spans(
@@ -223,11 +272,21 @@ class ProjectionRunner:
                 started,
                 attributes={"cqrskit.projection": projection.name},
             )
-        self.status.position = last.position
-        self.status.events_applied += counted
+        self.status.position = end
+        self.status.events_applied += plan.handled
+        self._parked, self._halt = frozenset(plan.parked_after), None
         async with self._progress:
             self._progress.notify_all()
-        return counted
+        if plan.stop_at is not None:
+            await self._halted(plan)
+        return plan.handled
+
+    async def _halted(self, plan: _BatchPlan) -> None:
+        halt = await halted_event(self._read_store, self.projection.dead_letters)
+        if halt is None:  # another runner got past it meanwhile: go on
+            return
+        self._halt = (halt.position, halt.attempts)
+        raise ProjectionHalted(halt)
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """Wait until this runner's checkpoint reaches ``position``; False on timeout."""
@@ -248,4 +307,5 @@ class ProjectionRunner:
         await self._read_store.reset(self.projection.name, self.projection.tables)
         self.status.position = 0
         self.status.events_applied = 0
+        self._parked, self._halt = frozenset(), None
         await self.catch_up(on_batch)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from cqrskit.deadletters import DeadLetter, ProjectionHalted, dead_letter_count, halted_event
 from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
 from cqrskit.projections import ProjectionRunner
 from cqrskit.readmodel import ReadStore
@@ -67,11 +69,18 @@ class ProjectionState(enum.StrEnum):
     STOPPED = "stopped"
     #: this process does not run it (another process may: its checkpoint still tells)
     EXTERNAL = "external"
+    #: met an event it cannot apply, policy ``stop``: waits for the event to be retried or
+    #: discarded (:mod:`cqrskit.deadletters`), without restarting (a restart would fail again)
+    HALTED = "halted"
 
     @property
     def ready(self) -> bool:
         """Whether a service whose projection is in this state may report itself ready: the
-        projection is alive here, or it is not this process's to run."""
+        projection is alive here, or it is not this process's to run.
+
+        A halted projection is ready: every process would halt at the same event, so taking
+        this one out of service would help nothing and stop the commands too; the halt is
+        reported (``ProjectionReport.halted``) and must be fixed by hand."""
         return self not in (ProjectionState.BACKING_OFF, ProjectionState.STOPPED)
 
 
@@ -106,6 +115,11 @@ class ProjectionReport:
     ``restarts`` count what this process did; ``last_error`` is the error that last stopped
     the projection here (kept after it recovers) and ``retry_in`` the seconds until its next
     restart while it backs off.
+
+    ``dead_letters`` counts the projection's parked events and ``halted`` is the event it
+    halted at (see :mod:`cqrskit.deadletters`): read from the read store by
+    :meth:`Supervisor.report` (so they are right wherever the projection runs); from
+    :meth:`Supervisor.status`, ``dead_letters`` is None and ``halted`` what this process saw.
     """
 
     name: str
@@ -119,6 +133,8 @@ class ProjectionReport:
     restarts: int
     last_error: str | None
     retry_in: float | None
+    dead_letters: int | None = None
+    halted: DeadLetter | None = None
 
 
 @dataclass(eq=False)
@@ -126,6 +142,8 @@ class _Supervised:
     runner: ProjectionRunner
     task: asyncio.Task[None] | None = None
     stopped: bool = False
+    halted: DeadLetter | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     restarts: int = 0
     last_error: str | None = None
     retry_at: float | None = None
@@ -144,6 +162,8 @@ class _Supervised:
         status = self.runner.status
         if self.task is None or self.task.done():
             return ProjectionState.STOPPED if self.stopped else ProjectionState.EXTERNAL
+        if self.halted is not None:
+            return ProjectionState.HALTED
         if self.retry_at is not None:
             return ProjectionState.BACKING_OFF
         if status.standing_by:
@@ -191,6 +211,11 @@ class Supervisor:
     Projections a supervisor does not run are reported as
     :attr:`ProjectionState.EXTERNAL`, with the checkpoint another process stores: a service
     whose projections run in a separate worker still reports them and still waits for them.
+
+    A projection that halts (:class:`~cqrskit.deadletters.ProjectionHalted`, policy ``stop``)
+    is not restarted: it is :attr:`ProjectionState.HALTED` until :meth:`resume`, or until its
+    checkpoint moves (the halted event retried or discarded, checked every ``halt_poll``
+    seconds, from any process).
     """
 
     def __init__(
@@ -201,9 +226,11 @@ class Supervisor:
         *,
         backoff: Backoff | None = None,
         remedy: str = REBUILD,
+        halt_poll: float = 2.0,
     ) -> None:
         self._events = events
         self._read = read_store
+        self._halt_poll = halt_poll
         self._backoff = backoff or Backoff()
         self._remedy = remedy
         self._supervised: dict[str, _Supervised] = {}
@@ -250,6 +277,12 @@ class Supervisor:
             if entry.task is None or entry.task.done():
                 self._launch(entry)
 
+    def resume(self, name: str) -> None:
+        """Restart projection ``name`` now if it is halted (after its halted event was retried
+        or discarded); nothing otherwise. Raises :class:`KeyError` for a name it does not
+        supervise."""
+        self._supervised[name].wake.set()
+
     async def stop(self) -> None:
         """Stop every projection; a batch in flight commits or rolls back whole."""
         self._started = False
@@ -282,7 +315,16 @@ class Supervisor:
                 unapplied = await self._events.read_all(checkpoint, LAG_CAP)
                 age = now - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
                 lags[checkpoint] = (len(unapplied), max(0.0, age))
-            reports.append(self._report(entry, (checkpoint, head, *lags[checkpoint])))
+            report = self._report(entry, (checkpoint, head, *lags[checkpoint]))
+            tables = entry.runner.projection.dead_letters
+            halted = await halted_event(self._read, tables)
+            state = report.state
+            if halted is not None and state is ProjectionState.EXTERNAL:
+                state = ProjectionState.HALTED  # wherever it runs, it stands at that event
+            count = await dead_letter_count(self._read, tables)
+            reports.append(
+                dataclasses.replace(report, state=state, dead_letters=count, halted=halted)
+            )
         return reports
 
     async def wait_for_position(self, position: int, timeout: float) -> bool:
@@ -336,6 +378,7 @@ class Supervisor:
             restarts=entry.restarts,
             last_error=entry.last_error,
             retry_in=retry_in,
+            halted=entry.halted,
         )
 
     def _launch(self, entry: _Supervised) -> None:
@@ -363,6 +406,10 @@ class Supervisor:
                 await verify_read_model(self._events, self._read, [entry.name], remedy=self._remedy)
                 await runner.run(on_batch=entry.record_batch)
                 error: Exception = RuntimeError("the runner returned")
+            except ProjectionHalted as halted:
+                await self._while_halted(entry, halted)
+                failures = 0
+                continue
             except Exception as failure:
                 error = failure
             progressed = (
@@ -386,6 +433,26 @@ class Supervisor:
             entry.retry_at = None
             entry.restarts += 1
             log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
+
+    async def _while_halted(self, entry: _Supervised, halted: ProjectionHalted) -> None:
+        """Wait, without restarting, until :meth:`resume` or until the stored checkpoint is
+        no longer the halted one's (the event was retried or discarded, maybe elsewhere)."""
+        entry.halted, entry.last_error = halted.letter, str(halted)
+        at = entry.runner.status.position
+        log.error("%s; waiting for it to be retried or discarded", halted)
+        entry.wake.clear()
+        try:
+            while not entry.wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._halt_poll):
+                        await entry.wake.wait()
+                with contextlib.suppress(StoreUnavailable):
+                    if await self._read.checkpoint(entry.name) != at:
+                        break
+        finally:
+            entry.halted = None
+        entry.restarts += 1
+        log.info("projection %s resuming after its halt (restart %d)", entry.name, entry.restarts)
 
     async def _wait_for(self, entry: _Supervised, position: int, deadline: float) -> bool:
         runner, pause = entry.runner, 0.001

@@ -19,6 +19,7 @@ API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 _SECTION = re.compile(r"^## `([a-z_.]+)`$")
 _ENTRY = re.compile(r"^- `([A-Za-z_][A-Za-z0-9_]*)`")
 _CONTRACTS = (
+    "cqrskit.testing.dead_letter_contract",
     "cqrskit.testing.event_store_contract",
     "cqrskit.testing.read_store_contract",
     "cqrskit.testing.snapshot_store_contract",

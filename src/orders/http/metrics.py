@@ -116,6 +116,20 @@ class Metrics:
             ["projection"],
             registry=registry,
         )
+        self.dead_letters = Gauge(
+            "cqrskit_projection_dead_letters",
+            "Events each projection parked as dead letters (policy park), not yet retried or"
+            " discarded.",
+            ["projection"],
+            registry=registry,
+        )
+        self.halted = Gauge(
+            "cqrskit_projection_halted",
+            "1 while the projection is halted at an event it cannot apply (policy stop),"
+            " wherever it runs.",
+            ["projection"],
+            registry=registry,
+        )
         registry.register(_RetriesCollector(orders_app))
         registry.register(_SupervisionCollector(orders_app))
 
@@ -125,6 +139,8 @@ class Metrics:
             self.position.labels(report.name).set(report.checkpoint)
             self.lag_events.labels(report.name).set(report.lag_events or 0)
             self.lag_seconds.labels(report.name).set(report.lag_seconds or 0.0)
+            self.dead_letters.labels(report.name).set(report.dead_letters or 0)
+            self.halted.labels(report.name).set(0 if report.halted is None else 1)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -242,7 +242,7 @@ class EventsOut(BaseModel):
 class ProjectionOut(BaseModel):
     name: str
     state: Literal[
-        "running", "catching_up", "standing_by", "backing_off", "stopped", "external"
+        "running", "catching_up", "standing_by", "backing_off", "stopped", "external", "halted"
     ] = Field(description="what the projection is doing in this process (external: run elsewhere)")
     position: str = Field(description="the checkpoint: the global position applied up to")
     head: str | None = Field(description="the event store's head (null: the store is unreachable)")
