@@ -2,7 +2,8 @@
 
 The write side: :class:`Command`, :class:`Event`, :class:`Decider`, :class:`CommandHandler` and
 an :class:`EventStore`. The read side: :class:`Projection`, :class:`ProjectionRunner`, a
-:class:`ReadStore`, and the :class:`Supervisor` that keeps runners running. Backends live in
+:class:`ReadStore`, the :class:`Supervisor` that keeps runners running, and the
+:class:`PartitionedWorker` that shares projections among processes. Backends live in
 their own modules (``cqrskit.memory``, ``cqrskit.sqlite``, ``cqrskit.postgres``); open one by
 URL with :func:`open_backend`.
 """
@@ -43,6 +44,7 @@ from cqrskit.store import (
 )
 from cqrskit.supervision import Backoff, ProjectionReport, ProjectionState, Supervisor
 from cqrskit.upcasting import Upcaster
+from cqrskit.workers import PartitionedProgress, PartitionedWorker, WorkerGroups
 
 __all__ = [
     "ANY_VERSION",
@@ -75,6 +77,8 @@ __all__ = [
     "LeasingReadStore",
     "Metadata",
     "NewEvent",
+    "PartitionedProgress",
+    "PartitionedWorker",
     "Projection",
     "ProjectionHalted",
     "ProjectionReport",
@@ -94,5 +98,6 @@ __all__ = [
     "UnknownEventType",
     "Upcaster",
     "ViewTransaction",
+    "WorkerGroups",
     "open_backend",
 ]

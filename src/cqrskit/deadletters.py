@@ -300,6 +300,9 @@ class _GuardedView:
     def delete(self, table: Table, *key: Any) -> None:
         self._view.delete(table, *key)
 
+    def increment(self, table: Table, row: Row) -> None:
+        self._view.increment(table, row)
+
 
 def _apply_guarded(
     projection: _Redeliverable,

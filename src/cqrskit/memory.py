@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -14,7 +15,12 @@ from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
 from cqrskit.snapshots import Snapshot
 from cqrskit.store import AppendResult, IdempotencyRecord, IdempotentResult, follow
 
-__all__ = ["InMemoryEventStore", "InMemoryReadStore", "InMemorySnapshotStore"]
+__all__ = [
+    "InMemoryEventStore",
+    "InMemoryReadStore",
+    "InMemorySnapshotStore",
+    "InMemoryWorkerGroup",
+]
 
 
 class InMemoryEventStore:
@@ -119,6 +125,7 @@ class InMemoryReadStore:
         self._tables: dict[str, dict[Key, Row]] = {}
         self._checkpoints: dict[str, int] = {}
         self._sources: dict[str, str] = {}
+        self._groups: dict[str, dict[str, set[int]]] = {}
 
     async def setup(self, tables: Sequence[Table]) -> None:
         for table in tables:
@@ -150,6 +157,17 @@ class InMemoryReadStore:
     def _load(self, table: Table, key: Key) -> Row | None:
         row = self._tables[table.name].get(key)
         return copy.deepcopy(row) if row is not None else None
+
+    @contextlib.asynccontextmanager
+    async def join_group(self, group: str) -> AsyncIterator[InMemoryWorkerGroup]:
+        """Join worker group ``group`` of this store (see :class:`cqrskit.WorkerGroups`)."""
+        members = self._groups.setdefault(group, {})
+        joined = InMemoryWorkerGroup(members, uuid.uuid4().hex)
+        members[joined.member] = set()
+        try:
+            yield joined
+        finally:
+            del members[joined.member]
 
     async def reset(self, projection: str, tables: Sequence[Table]) -> None:
         for table in tables:
@@ -199,6 +217,31 @@ class InMemoryReadStore:
 
     async def close(self) -> None:
         return None
+
+
+class InMemoryWorkerGroup:
+    """A membership of a worker group of an :class:`InMemoryReadStore` (the in-memory twin of
+    the PostgreSQL read store's, for tests: members are in one process)."""
+
+    def __init__(self, members: dict[str, set[int]], member: str) -> None:
+        self._members = members
+        self._member = member
+
+    @property
+    def member(self) -> str:
+        return self._member
+
+    async def members(self) -> list[str]:
+        return sorted(self._members)
+
+    async def claim(self, partition: int) -> bool:
+        if any(partition in held for other, held in self._members.items() if other != self.member):
+            return False
+        self._members[self.member].add(partition)
+        return True
+
+    async def release(self, partition: int) -> None:
+        self._members[self.member].discard(partition)
 
 
 class InMemorySnapshotStore:

@@ -69,6 +69,13 @@ class Projection:
 
         return register
 
+    def renamed(self, name: str) -> Projection:
+        """The same tables and handlers under another name (another checkpoint), e.g. one
+        partition of this projection run by a :class:`cqrskit.PartitionedWorker`."""
+        twin = Projection(name, self.tables)
+        twin._handlers = self._handlers
+        return twin
+
     def apply(
         self, codec: EventCodec, events: Sequence[RecordedEvent], view: ViewTransaction
     ) -> int:

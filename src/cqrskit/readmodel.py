@@ -87,6 +87,15 @@ class ViewTransaction(Protocol):
 
     def delete(self, table: Table, *key: Any) -> None: ...
 
+    def increment(self, table: Table, row: Row) -> None:
+        """Add ``row``'s integer values to the row with its key (created with zeros if there is
+        none), as one atomic increment on backends where several processes write the table at
+        once (PostgreSQL), so that counters shared by every partition of a projection stay
+        exact. Every column outside the key must be an integer; those ``row`` leaves out are
+        not changed. A row a batch increments cannot also be put or deleted in that batch.
+        """
+        ...
+
 
 class ReadStore(Protocol):
     """Storage of read-model tables and projection checkpoints."""
@@ -167,20 +176,29 @@ class UnitOfWork:
     Backends give it a ``load`` function for rows not yet seen in the batch and write out
     :meth:`changes` at the end, so a batch costs one read per distinct row touched and one
     bulk write per table.
+
+    Increments (:meth:`increment`) are summed per row. A backend whose batches never run side
+    by side (one writer) leaves ``atomic_increments`` false: :meth:`changes` then folds them
+    into the upserts (stored row plus the sums). One where they do (PostgreSQL) sets it and
+    writes :meth:`increments` as atomic ``column = column + delta`` updates.
     """
 
-    def __init__(self, load: Loader) -> None:
+    def __init__(self, load: Loader, *, atomic_increments: bool = False) -> None:
         self._load = load
-        # per table name: every row seen in the batch (None: absent or deleted), and the rows
-        # changed (the same objects), so a row put many times is written once
+        self._atomic_increments = atomic_increments
         self._rows: dict[str, dict[Key, Row | None]] = {}
-        self._dirty: dict[str, dict[Key, Row | None]] = {}
+        self._dirty: dict[str, set[Key]] = {}
         self._tables: dict[str, Table] = {}
+        self._sums: dict[str, dict[Key, dict[str, int]]] = {}
 
     def get(self, table: Table, *key: Any) -> Row | None:
+        if self._sums:
+            sums = self._sums.get(table.name, {}).get(key)
+            if sums is not None:
+                return self._incremented(table, key, sums)
         rows = self._rows.get(table.name)
         if rows is None:
-            rows = self._start(table)
+            rows = self._rows_of(table)
         found: Row | None = rows.get(key, _UNSEEN)
         if found is _UNSEEN:
             found = rows[key] = self._load(table, key)
@@ -191,31 +209,102 @@ class UnitOfWork:
             missing = [name for name in table.column_names if name not in row]
             raise ValueError(f"row for {table.name!r} lacks column(s) {missing}")
         key = table.key_of(row)
+        if self._sums:
+            self._refuse_incremented(table, key, "put")
         rows = self._rows.get(table.name)
         if rows is None:
-            rows = self._start(table)
-        rows[key] = self._dirty[table.name][key] = row
+            rows = self._rows_of(table)
+        rows[key] = row
+        self._dirty[table.name].add(key)
 
     def delete(self, table: Table, *key: Any) -> None:
-        rows = self._rows.get(table.name)
-        if rows is None:
-            rows = self._start(table)
-        rows[key] = self._dirty[table.name][key] = None
+        self._refuse_incremented(table, key, "deleted")
+        self._rows_of(table)[key] = None
+        self._dirty[table.name].add(key)
+
+    def increment(self, table: Table, row: Row) -> None:
+        key = table.key_of(row)
+        if key in self._dirty.get(table.name, ()):
+            raise ValueError(f"row {key} of {table.name!r} is put or deleted in this batch")
+        deltas = {name: value for name, value in row.items() if name not in table.key}
+        _check_counters(table, deltas)
+        self._tables[table.name] = table
+        sums = self._sums.setdefault(table.name, {}).setdefault(key, {})
+        for name, value in deltas.items():
+            sums[name] = sums.get(name, 0) + value
+
+    def increments(self) -> Iterator[tuple[Table, list[Row]]]:
+        """Per table incremented (with ``atomic_increments``): one row per key holding the
+        sums to add, every counter column present (0 if unchanged), in key order, so that
+        concurrent batches lock the rows in the same order and cannot deadlock."""
+        if not self._atomic_increments:
+            return
+        for name, sums in self._sums.items():
+            table = self._tables[name]
+            yield table, [self._delta_row(table, key, sums[key]) for key in sorted(sums)]
 
     def changes(self) -> Iterator[tuple[Table, list[Row], list[Key]]]:
-        """Per table touched: rows to upsert and keys to delete."""
-        for name, changed in self._dirty.items():
+        """Per table touched: rows to upsert and keys to delete (increments folded in unless
+        ``atomic_increments``)."""
+        if not self._atomic_increments:
+            for name, sums in self._sums.items():
+                table = self._tables[name]
+                rows = self._rows_of(table)
+                for key, added in sums.items():
+                    rows[key] = self._incremented(table, key, added)
+                    self._dirty[name].add(key)
+            self._sums = {}
+        for name, keys in self._dirty.items():
+            rows = self._rows[name]
             upserts: list[Row] = []
             deletes: list[Key] = []
-            for key, row in changed.items():
+            for key in keys:
+                row = rows[key]
                 if row is None:
                     deletes.append(key)
                 else:
                     upserts.append(row)
             yield self._tables[name], upserts, deletes
 
-    def _start(self, table: Table) -> dict[Key, Row | None]:
-        rows = self._rows[table.name] = {}
-        self._dirty[table.name] = {}
-        self._tables[table.name] = table
+    def _rows_of(self, table: Table) -> dict[Key, Row | None]:
+        rows = self._rows.get(table.name)
+        if rows is None:
+            rows = self._rows[table.name] = {}
+            self._dirty[table.name] = set()
+            self._tables[table.name] = table
         return rows
+
+    def _refuse_incremented(self, table: Table, key: Key, what: str) -> None:
+        if key in self._sums.get(table.name, {}):
+            raise ValueError(f"row {key} of {table.name!r} is incremented, so cannot be {what}")
+
+    def _incremented(self, table: Table, key: Key, sums: Mapping[str, int]) -> Row:
+        """The row as stored (zeros if missing) plus ``sums``."""
+        rows = self._rows_of(table)
+        if key not in rows:
+            rows[key] = self._load(table, key)
+        stored = rows[key]
+        row = dict(stored) if stored is not None else self._delta_row(table, key, {})
+        for name, value in sums.items():
+            row[name] += value
+        return row
+
+    @staticmethod
+    def _delta_row(table: Table, key: Key, sums: Mapping[str, int]) -> Row:
+        row: Row = dict(zip(table.key, key, strict=True))
+        row.update({name: sums.get(name, 0) for name in table.column_names if name not in row})
+        return row
+
+
+def _check_counters(table: Table, deltas: Mapping[str, Any]) -> None:
+    for column in table.columns:
+        if column.name not in table.key and column.type is not ColumnType.INTEGER:
+            raise ValueError(
+                f"{table.name!r} cannot be incremented: column {column.name!r} is not an integer"
+            )
+    unknown = [name for name in deltas if name not in table.column_names]
+    if unknown:
+        raise ValueError(f"table {table.name!r} has no column(s) {unknown}")
+    for name, value in deltas.items():
+        if type(value) is not int:
+            raise ValueError(f"increment of {table.name}.{name} must be an int, not {value!r}")

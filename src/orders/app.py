@@ -7,6 +7,7 @@ state. Only this module chooses a backend (by URL) and touches it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -19,10 +20,16 @@ from cqrskit import (
     Command,
     CommandHandler,
     CommandResult,
+    ConfigurationError,
+    DeadLetter,
+    ErrorPolicy,
     EventCodec,
     EventSource,
     Metadata,
+    PartitionedProgress,
+    PartitionedWorker,
     Projection,
+    ProjectionHalted,
     ProjectionReport,
     ProjectionRunner,
     ReadModelMismatch,
@@ -31,10 +38,12 @@ from cqrskit import (
     Supervisor,
     UndecodableEvent,
     UnknownEventType,
+    deadletters,
     supervision,
     tracing,
 )
 from cqrskit.backends import open_backend
+from cqrskit.deadletters import RetryOutcome
 from cqrskit.feed import EventFeed, FeedSubscription
 from cqrskit.live import LiveQueries
 from cqrskit.snapshots import SnapshotPolicy
@@ -56,6 +65,7 @@ from orders.queries import OrderQueries
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "DEFAULT_ERROR_POLICIES",
     "OrdersApp",
     "RebuildProgress",
     "Settings",
@@ -69,6 +79,31 @@ DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
 REBUILD = "run `orders projections rebuild` to build it again from this event store"
 #: ``on_progress(projection, done, total)`` during a rebuild, in units of the log's span
 RebuildProgress = Callable[[str, int, int], Awaitable[None]]
+#: One broken order must not stop every order from being shown: ``orders`` parks its events.
+#: Parking an order's events would leave the totals silently wrong: ``order_stats`` stops.
+DEFAULT_ERROR_POLICIES: Mapping[str, ErrorPolicy] = {
+    "orders": ErrorPolicy.PARK,
+    "order_stats": ErrorPolicy.STOP,
+}
+
+
+def _error_policies(text: str) -> dict[str, ErrorPolicy]:
+    """``orders=park,order_stats=stop`` over :data:`DEFAULT_ERROR_POLICIES`."""
+    policies = dict(DEFAULT_ERROR_POLICIES)
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, _, policy = entry.partition("=")
+        if policy.strip() not in tuple(ErrorPolicy):
+            raise ConfigurationError(
+                f"CQRSKIT_PROJECTION_ERRORS: {entry!r} is not PROJECTION=stop or PROJECTION=park"
+            )
+        known = [projection.name for projection in PROJECTIONS]
+        if name.strip() not in known:
+            raise ConfigurationError(
+                f"CQRSKIT_PROJECTION_ERRORS: no projection {name.strip()!r} (known: "
+                f"{', '.join(known)})"
+            )
+        policies[name.strip()] = ErrorPolicy(policy.strip())
+    return policies
 
 
 _SCALE_OUT_VARIABLES = (
@@ -98,13 +133,23 @@ class Settings:
     read_db_url: str | None = None
     #: this node's name (its JetStream consumers); default: derived from ``read_db_url``
     node_name: str | None = None
+    #: the read model (in ``db_url``, PostgreSQL) is kept by partitioned workers fed from
+    #: JetStream (``orders project --nats``): tokens wait for every partition
+    partitioned: bool = False
+    #: what each projection does with an event it cannot apply (``stop`` when not named)
+    projection_errors: Mapping[str, ErrorPolicy] = field(
+        default_factory=lambda: dict(DEFAULT_ERROR_POLICIES)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``CQRSKIT_DB``, ``CQRSKIT_CONSISTENCY_TIMEOUT``,
         ``CQRSKIT_SNAPSHOT_EVERY``, ``CQRSKIT_NATS_URL``, ``CQRSKIT_NATS_STREAM``,
-        ``CQRSKIT_READ_DB`` and ``CQRSKIT_NODE_NAME``, then ``overrides`` (a None override
-        keeps the environment's value)."""
+        ``CQRSKIT_READ_DB``, ``CQRSKIT_NODE_NAME``, ``CQRSKIT_PARTITIONED`` and
+        ``CQRSKIT_PROJECTION_ERRORS`` (``orders=park,order_stats=stop``), then ``overrides``
+        (a None override keeps the environment's value). Raises
+        :class:`~cqrskit.ConfigurationError` for a policy that is neither ``stop`` nor
+        ``park``."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if "CQRSKIT_DB" in env:
@@ -113,9 +158,13 @@ class Settings:
             values["consistency_timeout"] = float(env["CQRSKIT_CONSISTENCY_TIMEOUT"])
         if "CQRSKIT_SNAPSHOT_EVERY" in env:
             values["snapshot_every"] = int(env["CQRSKIT_SNAPSHOT_EVERY"])
+        if env.get("CQRSKIT_PARTITIONED", "").lower() in ("1", "true", "yes"):
+            values["partitioned"] = True
         for variable, name in _SCALE_OUT_VARIABLES:
             if env.get(variable):
                 values[name] = env[variable]
+        if env.get("CQRSKIT_PROJECTION_ERRORS"):
+            values["projection_errors"] = _error_policies(env["CQRSKIT_PROJECTION_ERRORS"])
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -137,6 +186,11 @@ class OrdersApp:
     subscriptions: OrderSubscriptions = field(init=False)
     #: closed after the backend, last opened first (a node's JetStream connection, ...)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: with a read model kept by partitioned workers: this process's worker (run by
+    #: :meth:`start_projections`) and what consistency tokens wait for
+    partition_worker: PartitionedWorker | None = None
+    partition_progress: PartitionedProgress | None = None
+    _worker_task: asyncio.Task[None] | None = field(default=None, init=False)
     _refusal: ReadModelMismatch | None = field(default=None, init=False)
     _refused_at: float = field(default=0.0, init=False)
     _verified: bool = field(default=False, init=False)
@@ -228,7 +282,10 @@ class OrdersApp:
         """Each projection's state, checkpoint, head and lag (see
         :meth:`cqrskit.supervision.Supervisor.report`); right also when a separate worker runs
         the projections (they are then reported as ``external``)."""
-        return await self.supervisor.report()
+        reports = await self.supervisor.report()
+        if self.partition_worker is not None and self._worker_task is not None:
+            reports.extend(await self.partition_worker.supervisor.report())
+        return reports
 
     async def setup_read_model(self) -> None:
         """Create the read-model tables and load the projections' checkpoints."""
@@ -258,17 +315,23 @@ class OrdersApp:
             raise self._refusal
         await self.verify_read_model()
 
-    async def catch_up(self) -> None:
-        """Run every projection up to the current head of the event store, then return
-        (raises :class:`~cqrskit.ReadModelMismatch` for a read model that is not this
-        store's).
+    async def catch_up(self) -> list[ProjectionHalted]:
+        """Run every projection up to the current head of the event store, then return the
+        halts met on the way: a projection that halts (policy ``stop``) stays at its halted
+        event while the others go on (raises :class:`~cqrskit.ReadModelMismatch` for a read
+        model that is not this store's).
 
         One after the other: side by side they would contend for the read model's single
         writer (measured slower on SQLite).
         """
         await self.verify_read_model()
+        halts = []
         for runner in self.runners:
-            await runner.catch_up()
+            try:
+                await runner.catch_up()
+            except ProjectionHalted as halted:
+                halts.append(halted)
+        return halts
 
     async def rebuild(
         self, names: Sequence[str] | None = None, on_progress: RebuildProgress | None = None
@@ -304,13 +367,19 @@ class OrdersApp:
 
     def start_projections(self) -> None:
         """Run the projections in the background, restarted when they fail, until
-        :meth:`close` (see :class:`cqrskit.supervision.Supervisor`)."""
+        :meth:`close` (see :class:`cqrskit.supervision.Supervisor`), and this process's
+        partitioned worker, if it has one (it joins the group and takes a share)."""
         self.supervisor.start()
+        worker = self.partition_worker
+        if worker is not None and (self._worker_task is None or self._worker_task.done()):
+            self._worker_task = asyncio.create_task(worker.run(), name="partitioned worker")
 
     async def wait_for_position(self, position: int, timeout: float | None = None) -> bool:
         """Wait until every projection has applied events up to ``position``, wherever it
         runs; False when ``timeout`` (default: the configured consistency timeout) runs out."""
         timeout = self.settings.consistency_timeout if timeout is None else timeout
+        if self.partition_progress is not None:
+            return await self.partition_progress.wait_for_position(position, timeout)
         return await self.supervisor.wait_for_position(position, timeout)
 
     async def projection_applied_at(self, position: int) -> dict[str, float | None]:
@@ -333,8 +402,66 @@ class OrdersApp:
         if not await self.wait_for_position(position, timeout):
             raise ConsistencyTimeout(position, timeout)
 
+    # -- dead letters --
+
+    def _runners_named(self, name: str | None) -> list[ProjectionRunner]:
+        if name is not None and name not in self.projection_names:
+            raise UnknownProjection(name, self.projection_names)
+        return [r for r in self.runners if name is None or r.projection.name == name]
+
+    async def dead_letters(
+        self, name: str | None = None, *, order_id: str | None = None
+    ) -> list[DeadLetter]:
+        """The dead letters of projection ``name`` (default: every projection), of one order
+        with ``order_id``, the halts among them (see :mod:`cqrskit.deadletters`). Raises
+        :class:`UnknownProjection`."""
+        stream = None if order_id is None else stream_id(order_id)
+        found: list[DeadLetter] = []
+        for runner in self._runners_named(name):
+            found += await deadletters.dead_letters(
+                self.backend.read, runner.projection, stream_id=stream
+            )
+        return found
+
+    async def retry_dead_letters(
+        self, name: str | None = None, *, order_id: str | None = None
+    ) -> dict[str, RetryOutcome]:
+        """Apply the dead letters of ``name`` (default: every projection; of one order with
+        ``order_id``) again, in order, each exactly once, and resume a projection halted in
+        this process; what each retry did. Raises :class:`UnknownProjection`."""
+        stream = None if order_id is None else stream_id(order_id)
+        outcomes = {}
+        for runner in self._runners_named(name):
+            projection = runner.projection
+            outcomes[projection.name] = await deadletters.retry_dead_letters(
+                self.backend.read, projection, self.codec, stream_id=stream
+            )
+            self.supervisor.resume(projection.name)
+        return outcomes
+
+    async def discard_dead_letters(
+        self, name: str | None = None, *, order_id: str | None = None
+    ) -> dict[str, int]:
+        """Drop the dead letters of ``name`` (default: every projection; of one order with
+        ``order_id``) unapplied; a discarded halt is skipped and its projection resumes. How
+        many each projection dropped. Raises :class:`UnknownProjection`."""
+        stream = None if order_id is None else stream_id(order_id)
+        dropped = {}
+        for runner in self._runners_named(name):
+            projection = runner.projection
+            dropped[projection.name] = await deadletters.discard_dead_letters(
+                self.backend.read, projection, stream_id=stream
+            )
+            self.supervisor.resume(projection.name)
+        return dropped
+
     async def stop_projections(self) -> None:
         """Stop the background projections; a batch in flight commits or rolls back whole."""
+        task, self._worker_task = self._worker_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.supervisor.stop()
 
     async def close(self) -> None:
@@ -383,6 +510,7 @@ async def assemble_app(
             codec,
             batch_size=settings.projection_batch_size,
             use_lease=use_lease,
+            on_error=settings.projection_errors.get(projection.name, ErrorPolicy.STOP),
         )
         for projection in projections
     )

@@ -28,12 +28,16 @@ from cqrskit import (
     Command,
     ConcurrencyError,
     ConfigurationError,
+    DeadLetter,
     DomainError,
     InvalidCommand,
+    ProjectionHalted,
     ReadModelMismatch,
     RecordedEvent,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
+    UnknownEventType,
 )
 from cqrskit.backends import delete_backend, store_exists
 from cqrskit.supervision import LAG_CAP
@@ -170,6 +174,9 @@ def run_with_app(
         ConcurrencyError,
         DemoNeedsEmptyStore,
         OrderNotFound,
+        ProjectionHalted,
+        UndecodableEvent,  # an order's history holds an event this release cannot read
+        UnknownEventType,
     ) as error:
         _fail(str(error), EXIT_REJECTED)
     except (InvalidCommand, InvalidQuery, UnknownProjection) as error:
@@ -180,6 +187,16 @@ def run_with_app(
 
 def _print_json(value: Any) -> None:
     typer.echo(_json.encode(value).decode())
+
+
+def _warn_halts(halts: list[ProjectionHalted]) -> None:
+    """A query served from a halted projection answers as of its halt: say so on stderr (so
+    that ``--json`` output stays one document)."""
+    for halted in halts:
+        typer.echo(
+            f"warning: {halted}; see `orders projections dead-letters {halted.letter.projection}`",
+            err=True,
+        )
 
 
 def parse_item(spec: str) -> LineItem:
@@ -285,7 +302,7 @@ def show_order(
     """Show one order from the read model."""
 
     async def work(orders_app: OrdersApp) -> None:
-        await orders_app.catch_up()
+        _warn_halts(await orders_app.catch_up())
         order = await orders_app.queries.get_order(order_id)
         if order is None:
             _fail(f"order {order_id!r} not found", EXIT_REJECTED)
@@ -314,7 +331,7 @@ def list_orders(
         _fail(f"status must be draft or submitted, got {status!r}", EXIT_INVALID)
 
     async def work(orders_app: OrdersApp) -> None:
-        await orders_app.catch_up()
+        _warn_halts(await orders_app.catch_up())
         page = await orders_app.queries.list_orders(
             status=status, customer_id=customer, limit=limit, cursor=cursor
         )
@@ -339,7 +356,7 @@ def stats(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Dashboard and daily stats."""
 
     async def work(orders_app: OrdersApp) -> None:
-        await orders_app.catch_up()
+        _warn_halts(await orders_app.catch_up())
         dashboard = await orders_app.queries.dashboard_stats()
         daily = await orders_app.queries.daily_stats()
         if as_json:
@@ -435,7 +452,9 @@ def demo(db: DbOption = None) -> None:
 def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Each projection's checkpoint and how far it is behind the event store."""
 
-    async def work(orders_app: OrdersApp) -> tuple[list[dict[str, Any]], str | None]:
+    async def work(
+        orders_app: OrdersApp,
+    ) -> tuple[list[dict[str, Any]], str | None, list[DeadLetter]]:
         reports = await orders_app.projections()
         try:
             await orders_app.verify_read_model()
@@ -449,26 +468,34 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
                 "head": report.head,
                 "lag_events": report.lag_events,
                 "lag_seconds": report.lag_seconds,
+                "dead_letters": report.dead_letters,
+                "halted": None if report.halted is None else _letter_json(report.halted),
             }
             for report in reports
         ]
-        return rows, refusal
+        return rows, refusal, [report.halted for report in reports if report.halted is not None]
 
-    rows, refusal = run_with_app(db, work, existing=True)
+    rows, refusal, halts = run_with_app(db, work, existing=True)
     if as_json:
         _print_json(rows)
     else:
         table = RichTable(title="Projections", title_justify="left")
-        for column in ("projection", "checkpoint", "head", "behind"):
+        for column in ("projection", "checkpoint", "head", "behind", "dead letters"):
             table.add_column(column, justify="left" if column == "projection" else "right")
         for row in rows:
-            table.add_row(row["projection"], str(row["position"]), str(row["head"]), _behind(row))
-        render.console().print(table)
+            cells = (str(row["position"]), str(row["head"]), _behind(row), str(row["dead_letters"]))
+            table.add_row(row["projection"], *cells)
+        out = render.console()
+        out.print(table)
+        for halt in halts:
+            out.print(render.halt_notice(halt), soft_wrap=True)
     if refusal is not None:
         _fail(refusal, EXIT_UNAVAILABLE)
 
 
 def _behind(row: dict[str, Any]) -> str:
+    if row["halted"] is not None:
+        return "halted"
     lag, position, head = row["lag_events"], row["position"], row["head"]
     if position > head:
         return "ahead of the log!"
@@ -501,6 +528,109 @@ def projections_rebuild(
             await orders_app.rebuild(None if name is None else [name], on_progress=advance)
 
     run_with_app(db, work, existing=True)
+
+
+ProjectionArgument = Annotated[
+    str | None, typer.Argument(help="One projection; all if omitted.", show_default=False)
+]
+OrderOption = Annotated[
+    str | None,
+    typer.Option("--order", help="Only this order's dead letters.", show_default=False),
+]
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, Any]:
+    event = letter.event
+    return {
+        "projection": letter.projection,
+        "position": letter.position,
+        "stream_id": letter.stream_id,
+        "stream_version": event.stream_version,
+        "event_type": event.event_type,
+        "schema_version": event.schema_version,
+        "recorded_at": event.recorded_at,
+        "data": msgspec.Raw(event.data) if _is_json(event.data) else event.data.decode(),
+        "status": "halted" if letter.halted else "parked",
+        "blocked_by": letter.blocked_by,
+        "attempts": letter.attempts,
+        "error": letter.error,
+        "traceback": letter.traceback,
+        "failed_at": letter.failed_at,
+    }
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+@projections_app.command("dead-letters")
+def projections_dead_letters(
+    name: ProjectionArgument = None,
+    order: OrderOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The events the projections could not apply: the parked ones (policy park) and the one
+    a projection halted at (policy stop), with their errors (--json: and tracebacks)."""
+
+    async def work(orders_app: OrdersApp) -> list[DeadLetter]:
+        return await orders_app.dead_letters(name, order_id=order)
+
+    letters = run_with_app(db, work, existing=True)
+    if as_json:
+        _print_json([_letter_json(letter) for letter in letters])
+    else:
+        render.console().print(render.dead_letters_table(letters))
+
+
+@projections_app.command("retry")
+def projections_retry(
+    name: ProjectionArgument = None, order: OrderOption = None, db: DbOption = None
+) -> None:
+    """Apply the dead letters again (after a fix): each stream's in order, each exactly once;
+    a halted projection applies its halted event and resumes. Exits 1 if one fails again."""
+
+    async def work(orders_app: OrdersApp) -> dict[str, Any]:
+        return await orders_app.retry_dead_letters(name, order_id=order)
+
+    outcomes = run_with_app(db, work, existing=True)
+    out = render.console()
+    for projection, outcome in outcomes.items():
+        applied = f" {projection}: applied {outcome.applied} dead letter(s)"
+        out.print(Text.assemble(("ok", "green"), applied), soft_wrap=True)
+        for letter in outcome.failed:
+            failed = (
+                f" {projection}: position {letter.position} ({letter.event.event_type} of "
+                f"{letter.stream_id}) failed again (attempt {letter.attempts}): {letter.error}"
+            )
+            out.print(Text.assemble(("error:", "red"), failed), soft_wrap=True)
+    if any(outcome.failed for outcome in outcomes.values()):
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@projections_app.command("discard")
+def projections_discard(
+    name: ProjectionArgument = None,
+    order: OrderOption = None,
+    db: DbOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop the dead letters without applying them; a discarded halt is skipped and its
+    projection resumes after it. The read model then lacks those events."""
+    which = f"{name or 'every projection'}{f' for order {order}' if order else ''}"
+    if not yes and not typer.confirm(f"Drop the dead letters of {which} unapplied?"):
+        _fail("nothing discarded", EXIT_REJECTED)
+
+    async def work(orders_app: OrdersApp) -> dict[str, int]:
+        return await orders_app.discard_dead_letters(name, order_id=order)
+
+    for projection, dropped in run_with_app(db, work, existing=True).items():
+        done = f" {projection}: discarded {dropped} dead letter(s)"
+        render.console().print(Text.assemble(("ok", "green"), done), soft_wrap=True)
 
 
 @db_app.command("migrate")
@@ -608,8 +738,9 @@ def serve(
 
     configure_logging()
     settings = Settings.from_env(
-        db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name
-    )
+        db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name,
+        partitioned=_partitioned(nats, read_db),
+    )  # fmt: skip
     if workers > 1:
         _refuse_workers(settings)
 
@@ -671,12 +802,24 @@ def relay(db: DbOption = None, nats: NatsOption = None, stream: StreamOption = N
 
 
 @app.command()
-def project(db: DbOption = None) -> None:
-    """Run the projections as a separate worker until SIGINT/SIGTERM (serve --no-projections)."""
+def project(db: DbOption = None, nats: NatsOption = None, stream: StreamOption = None) -> None:
+    """Run the projections as a separate worker until SIGINT/SIGTERM (serve --no-projections).
+
+    With --nats (PostgreSQL only), a partitioned worker: it joins the other workers of the
+    stream, takes its share of the partitions and reads them from JetStream."""
     from orders.worker import project as run_projections
 
     configure_logging()
-    run_with_app(db, run_projections)
+    settings = Settings.from_env(
+        db_url=db, nats_url=nats, nats_stream=stream, partitioned=_partitioned(nats, None)
+    )
+    run_with_app(db, run_projections, settings=settings)
+
+
+def _partitioned(nats: str | None, read_db: str | None) -> bool | None:
+    """--nats on the command line without a read database of the node's own: the read model in
+    PostgreSQL is kept by partitioned workers (else as CQRSKIT_PARTITIONED says)."""
+    return True if nats is not None and read_db is None else None
 
 
 def main() -> None:

@@ -2,15 +2,17 @@
 
 Two projections, each with its own checkpoint: ``orders`` keeps one row per order (for
 ``get_order``, ``orders_by_customer`` and ``orders_by_status``), ``order_stats`` keeps the daily
-and dashboard figures. Every timestamp comes from the event's ``recorded_at``, never from the
-clock, so a rebuild gives the same tables.
+and dashboard figures, as increments (:meth:`cqrskit.ViewTransaction.increment`) so that they
+stay exact when partitioned workers (``orders project --nats``) count side by side. Every
+timestamp comes from the event's ``recorded_at``, never from the clock, so a rebuild gives the
+same tables.
 """
 
 from __future__ import annotations
 
 from datetime import UTC
 
-from cqrskit import Column, ColumnType, Projection, RecordedEvent, Row, Table, ViewTransaction
+from cqrskit import Column, ColumnType, Projection, RecordedEvent, Table, ViewTransaction
 from orders.domain import ItemsAdded, LineItem, OrderCreated, OrderSubmitted
 from orders.money import format_amount, to_cents
 
@@ -128,25 +130,16 @@ def _order_submitted(event: OrderSubmitted, recorded: RecordedEvent, view: ViewT
 stats_projection = Projection("order_stats", tables=[ORDER_TOTALS, DAILY_STATS, DASHBOARD])
 
 
-def _dashboard(view: ViewTransaction) -> Row:
-    return view.get(DASHBOARD, DASHBOARD_SCOPE) or {
-        "scope": DASHBOARD_SCOPE,
-        "total_orders": 0,
-        "total_revenue_cents": 0,
-        "draft_orders": 0,
-        "submitted_orders": 0,
-    }
+def _count(view: ViewTransaction, **deltas: int) -> None:
+    # Increments, not read-modify-write: partitioned workers update these rows side by side.
+    view.increment(DASHBOARD, {"scope": DASHBOARD_SCOPE, **deltas})
 
 
 @stats_projection.on(OrderCreated)
 def _count_created(event: OrderCreated, recorded: RecordedEvent, view: ViewTransaction) -> None:
     total = _amount_cents(event.items)
     view.put(ORDER_TOTALS, {"order_id": event.order_id, "total_cents": total, "status": "draft"})
-    stats = _dashboard(view)
-    stats["total_orders"] += 1
-    stats["total_revenue_cents"] += total
-    stats["draft_orders"] += 1
-    view.put(DASHBOARD, stats)
+    _count(view, total_orders=1, total_revenue_cents=total, draft_orders=1)
 
 
 @stats_projection.on(ItemsAdded)
@@ -157,9 +150,7 @@ def _count_items(event: ItemsAdded, recorded: RecordedEvent, view: ViewTransacti
     amount = _amount_cents(event.items)
     order["total_cents"] += amount
     view.put(ORDER_TOTALS, order)
-    stats = _dashboard(view)
-    stats["total_revenue_cents"] += amount
-    view.put(DASHBOARD, stats)
+    _count(view, total_revenue_cents=amount)
 
 
 @stats_projection.on(OrderSubmitted)
@@ -169,15 +160,11 @@ def _count_submitted(event: OrderSubmitted, recorded: RecordedEvent, view: ViewT
         return
     order["status"] = "submitted"
     view.put(ORDER_TOTALS, order)
-    stats = _dashboard(view)
-    stats["draft_orders"] -= 1
-    stats["submitted_orders"] += 1
-    view.put(DASHBOARD, stats)
+    _count(view, draft_orders=-1, submitted_orders=1)
     day = recorded.recorded_at.astimezone(UTC).date().isoformat()
-    daily = view.get(DAILY_STATS, day) or {"day": day, "order_count": 0, "revenue_cents": 0}
-    daily["order_count"] += 1
-    daily["revenue_cents"] += order["total_cents"]
-    view.put(DAILY_STATS, daily)
+    view.increment(
+        DAILY_STATS, {"day": day, "order_count": 1, "revenue_cents": order["total_cents"]}
+    )
 
 
 PROJECTIONS = (orders_projection, stats_projection)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from cqrskit import Event, RecordedEvent
+from cqrskit import DeadLetter, Event, RecordedEvent
 from orders.money import format_amount
 from orders.queries import DailyStats, DashboardStats, OrderView
 
@@ -17,7 +17,9 @@ __all__ = [
     "console",
     "daily_table",
     "dashboard_table",
+    "dead_letters_table",
     "events_table",
+    "halt_notice",
     "order_details",
     "order_table",
     "orders_table",
@@ -156,3 +158,51 @@ def console() -> Console:
     no highlighting), so stored and user text can never be read as instructions; styles are
     given as :class:`rich.text.Text` spans."""
     return Console(highlight=False, markup=False, emoji=False)
+
+
+def dead_letters_table(letters: Sequence[DeadLetter]) -> Group:
+    """The events the projections could not apply, oldest first, then each one's error."""
+    table = Table(title="Dead letters", title_justify="left")
+    for column in ("projection", "pos", "stream", "ver", "type", "status", "tries"):
+        numeric = column in ("pos", "ver", "tries")
+        table.add_column(column, overflow="fold", justify="right" if numeric else "left")
+    errors = []
+    for letter in letters:
+        event = letter.event
+        status = (
+            Text("halted", "red")
+            if letter.halted
+            else Text("blocked", "yellow")
+            if letter.blocked_by is not None
+            else Text("parked", "yellow")
+        )
+        table.add_row(
+            letter.projection,
+            str(letter.position),
+            letter.stream_id,
+            str(event.stream_version),
+            f"{event.event_type} v{event.schema_version}",
+            status,
+            str(letter.attempts),
+        )
+        errors.append(
+            Text.assemble((f"{letter.projection} {letter.position}: ", "bold"), letter.error)
+        )
+    if not letters:
+        table.caption = "none"
+    return Group(table, *errors)
+
+
+def halt_notice(letter: DeadLetter) -> Text:
+    """What a halted projection stands at, and what to do."""
+    event = letter.event
+    return Text.assemble(
+        ("halted:", "red"),
+        f" {letter.projection} at position {letter.position} ({event.event_type} of "
+        f"{letter.stream_id} v{event.stream_version}, {letter.attempts} attempt(s)): "
+        f"{letter.error}\n",
+        ("  ", ""),
+        f"fix it and run `orders projections retry {letter.projection}`, or skip the event with"
+        f" `orders projections discard {letter.projection}`; the traceback: "
+        f"`orders projections dead-letters {letter.projection} --json`",
+    )

@@ -9,6 +9,10 @@ other parts; nats-py (the ``cqrskit[nats]`` extra) is loaded only when a role ne
 - **node** (:func:`open_app` with ``read_db_url``): commands go to the event store as usual;
   the projections read JetStream (a durable consumer per node and projection) into the node's
   own read store, and queries are answered from it.
+- **partitioned workers** (:func:`open_app` with ``partitioned``): the read model stays in
+  PostgreSQL and is kept by a group of workers (:class:`cqrskit.PartitionedWorker`), each
+  reading its partitions from JetStream; services answer queries from it and wait for every
+  partition for a consistency token (:class:`cqrskit.PartitionedProgress`).
 """
 
 from __future__ import annotations
@@ -20,22 +24,40 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cqrskit import Backend, ConfigurationError, Projection
+from cqrskit import (
+    Backend,
+    ConfigurationError,
+    PartitionedProgress,
+    PartitionedWorker,
+    Projection,
+    WorkerGroups,
+)
 from cqrskit.backends import open_backend, open_read_store
-from cqrskit.urls import normalise_url
+from cqrskit.urls import normalise_url, redact
 from orders.app import OrdersApp, Settings, assemble_app, build_app
+from orders.projections import PROJECTIONS
 
 if TYPE_CHECKING:
     from cqrskit.nats import JetStreamLog
 
-__all__ = ["build_node_app", "node_name_for", "open_app", "open_jetstream", "run_relay"]
+__all__ = [
+    "build_node_app",
+    "build_partitioned_app",
+    "node_name_for",
+    "open_app",
+    "open_jetstream",
+    "run_relay",
+]
 
 
 async def open_app(settings: Settings) -> OrdersApp:
     """The application ``settings`` describe: a node when they name a read database of its
-    own (``read_db_url``), else the plain application (:func:`orders.app.build_app`)."""
+    own (``read_db_url``), one over a read model kept by partitioned workers
+    (``partitioned``), else the plain application (:func:`orders.app.build_app`)."""
     if settings.read_db_url is not None:
         return await build_node_app(settings)
+    if settings.partitioned:
+        return await build_partitioned_app(settings)
     return await build_app(settings)
 
 
@@ -99,6 +121,62 @@ async def build_node_app(settings: Settings) -> OrdersApp:
             use_lease=False,  # the node's read model is its own: no other process runs it
             closers=[central.read.close, log.close],
         )
+        opened.pop_all()
+        return app
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def build_partitioned_app(settings: Settings) -> OrdersApp:
+    """The application over a read model in PostgreSQL kept by partitioned workers: commands
+    and queries as usual, consistency tokens waiting for every partition, and a worker of the
+    group (group: the JetStream stream's name) that :meth:`OrdersApp.start_projections` runs.
+
+    Raises :class:`ConfigurationError` for a store other than PostgreSQL (one whose read store
+    holds worker groups) or without a NATS URL.
+    """
+    from cqrskit.nats import JetStreamSource
+
+    async with contextlib.AsyncExitStack() as opened:
+        backend = await open_backend(settings.db_url)
+        opened.push_async_callback(backend.close)
+        if not isinstance(backend.read, WorkerGroups):
+            raise ConfigurationError(
+                f"partitioned workers keep the read model in PostgreSQL, not in"
+                f" {redact(settings.db_url)}"
+            )
+        log = await open_jetstream(settings, "worker")
+        opened.push_async_callback(log.close)
+
+        def source_of(projection: Projection, partition: int) -> JetStreamSource:
+            consumer = f"worker_{projection.name}_{partition}"
+            return JetStreamSource(log, backend.events, consumer=consumer, partition=partition)
+
+        app = await assemble_app(settings, backend, projections=(), closers=[log.close])
+        app.partition_worker = PartitionedWorker(
+            PROJECTIONS,
+            group=settings.nats_stream,
+            partitions=log.partitions,
+            source_of=source_of,
+            events=backend.events,
+            read_store=backend.read,
+            codec=app.codec,
+            batch_size=settings.projection_batch_size,
+            on_error=settings.projection_errors,
+        )
+
+        async def published(partition: int | None) -> int:
+            """The newest position JetStream holds (of ``partition``, or of every one)."""
+            source = JetStreamSource(log, backend.events, consumer="heads", partition=partition)
+            return await source.head_position()
+
+        app.partition_progress = PartitionedProgress(
+            backend.events,
+            backend.read,
+            [p.name for p in PROJECTIONS],
+            log.partitions,
+            published=published,
+        )
+        await backend.read.setup([table for p in PROJECTIONS for table in p.tables])
         opened.pop_all()
         return app
     raise AssertionError("unreachable")  # pragma: no cover

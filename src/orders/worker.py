@@ -24,7 +24,14 @@ async def project(orders_app: OrdersApp) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         orders_app.start_projections()
-        log.info("projections running: %s", ", ".join(orders_app.projection_names))
+        worker = orders_app.partition_worker
+        if worker is not None:
+            log.info(
+                "partitioned worker of group %s: %d partitions of %s",
+                worker.group, worker.partitions, ", ".join(p.name for p in worker.projections),
+            )  # fmt: skip
+        else:
+            log.info("projections running: %s", ", ".join(orders_app.projection_names))
         await stop.wait()
         log.info("stopping projections")
     finally:

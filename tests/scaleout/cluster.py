@@ -132,6 +132,15 @@ class Cluster:
         self.processes.append(node)
         return node.wait_ready()
 
+    def service(self, name: str) -> Node:
+        """``orders serve --nats`` without a read database of its own: commands, and queries
+        from the read model in PostgreSQL that the partitioned workers keep."""
+        port = free_port()
+        args = ["serve", "--port", str(port), *self._common(), "--no-projections"]
+        node = Node(args, self.tmp_path, self._env(), port, self.db_url)
+        self.processes.append(node)
+        return node.wait_ready()
+
     def workers(self, count: int) -> list[OrdersProcess]:
         started = [
             OrdersProcess(["project", *self._common()], self.tmp_path, self._env())

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -38,6 +39,7 @@ from cqrskit.urls import redact
 
 log = logging.getLogger("cqrskit.nats")
 
+T = TypeVar("T")
 DEFAULT_STREAM = "cqrskit"
 DEFAULT_PARTITIONS = 16
 #: how long JetStream remembers a message id to drop a duplicate publish (seconds)
@@ -59,6 +61,29 @@ class StreamState:
 
 class PublishRefused(Exception):
     """JetStream refused a publish (wrong expected sequence: someone else published)."""
+
+
+async def cancellable(call: Awaitable[T]) -> T:
+    """Await a nats-py ``call`` so that a cancellation is never lost.
+
+    nats-py waits with ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that
+    arrives as the awaited message does: a cancelled consumer would read on, and whoever
+    cancelled it wait for ever. Run in a task of its own, the call is abandoned instead.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.wait((task,))
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise
+    return task.result()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so that asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 @contextlib.contextmanager
@@ -168,15 +193,20 @@ class JetStreamLog:
 
     async def state(self) -> StreamState:
         with translate_errors(self.where):
-            info = await self._js.stream_info(self.stream)
+            info = await cancellable(self._js.stream_info(self.stream))
         return StreamState(info.state.first_seq, info.state.last_seq, info.state.messages)
 
     async def envelope_at(self, sequence: int) -> _wire.Envelope | None:
         """The event at ``sequence``, or the first one after it; None past the end."""
         with translate_errors(self.where):
             try:
-                raw = await self._js.get_msg(
-                    self.stream, seq=sequence, subject=_wire.all_subjects(self.stream), next=True
+                raw = await cancellable(
+                    self._js.get_msg(
+                        self.stream,
+                        seq=sequence,
+                        subject=_wire.all_subjects(self.stream),
+                        next=True,
+                    )
                 )
             except nats.js.errors.NotFoundError:
                 return None
@@ -187,8 +217,8 @@ class JetStreamLog:
         """The newest event (on ``subject``, a filter such as one partition's), if any."""
         with translate_errors(self.where):
             try:
-                raw = await self._js.get_last_msg(
-                    self.stream, subject or _wire.all_subjects(self.stream)
+                raw = await cancellable(
+                    self._js.get_last_msg(self.stream, subject or _wire.all_subjects(self.stream))
                 )
             except nats.js.errors.NotFoundError:
                 return None
@@ -295,9 +325,9 @@ class JetStreamLog:
             config.mem_storage = True
         with translate_errors(self.where):
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self._js.delete_consumer(self.stream, name)
-            await self._js.add_consumer(self.stream, config)
-            return await self._js.pull_subscribe_bind(name=name, stream=self.stream)
+                await cancellable(self._js.delete_consumer(self.stream, name))
+            await cancellable(self._js.add_consumer(self.stream, config))
+            return await cancellable(self._js.pull_subscribe_bind(name=name, stream=self.stream))
 
     async def fetch(
         self, subscription: JetStreamContext.PullSubscription, batch: int, timeout: float
@@ -305,8 +335,10 @@ class JetStreamLog:
         """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first."""
         with translate_errors(self.where):
             try:
-                return await subscription.fetch(batch, timeout=timeout)
-            except nats.errors.TimeoutError:
+                return await cancellable(subscription.fetch(batch, timeout=timeout))
+            except (nats.errors.TimeoutError, TimeoutError):
+                # nats-py raises either when nothing came in time (the builtin one when the
+                # fetch's deadline ran out between its two requests): not an outage
                 return []
 
     async def drop(self, subscription: JetStreamContext.PullSubscription, name: str) -> None:

@@ -32,9 +32,11 @@ from cqrskit.postgres._common import (
     pool_options,
     translate_errors,
 )
+from cqrskit.postgres._groups import join_group
 from cqrskit.postgres._schema import SCHEMA_LOCK
 from cqrskit.postgres._tables import BUILDERS, columns_of, create_statements, dump, keys_of
 from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
+from cqrskit.workers import WorkerGroup
 
 SyncConnection = psycopg.Connection[TupleRow]
 
@@ -146,13 +148,18 @@ class PostgresReadStore:
             conn.transaction(),
         ):
             _move_checkpoint(conn, projection, expected, position)
-            unit = UnitOfWork(lambda table, key: self._load(conn, table, key))
+            unit = UnitOfWork(
+                lambda table, key: self._load(conn, table, key), atomic_increments=True
+            )
             write(unit)
             for table, upserts, deletes in unit.changes():
                 if upserts:
                     conn.execute(self._query("upsert", table), columns_of(table, upserts))
                 if deletes:
                     conn.execute(self._query("delete", table), keys_of(table, deletes))
+            # Last, so that the rows every partition shares stay locked only until the commit.
+            for table, sums in unit.increments():
+                conn.execute(self._query("increment", table), columns_of(table, sums))
 
     def _load(self, conn: SyncConnection, table: Table, key: Key) -> Row | None:
         cursor = conn.execute(self._query("get", table), key)
@@ -233,6 +240,12 @@ class PostgresReadStore:
             yield
         finally:
             await conn.close()  # ends the session, which releases the lock
+
+    def join_group(self, group: str) -> contextlib.AbstractAsyncContextManager[WorkerGroup]:
+        """Join worker group ``group`` (see :class:`cqrskit.WorkerGroups`): the membership and
+        partition claims are advisory locks on a connection of its own, so a worker that dies
+        leaves the group at once."""
+        return join_group(self._url, self._where, group)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -107,20 +107,35 @@ def _get(table: Table) -> sql.Composed:
 
 def _upsert(table: Table) -> sql.Composed:
     others = [name for name in table.column_names if name not in table.key]
-    action: sql.Composable
-    if others:
-        updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
+    if not others:
+        return _insert(table, sql.SQL("DO NOTHING"))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in others
+    )
+    return _insert(table, sql.SQL("DO UPDATE SET {}").format(updates))
+
+
+def _increment(table: Table) -> sql.Composed:
+    """Add each row's values to the stored row (insert it if missing): ``c = c + EXCLUDED.c``
+    is one atomic update, so batches of several processes never lose each other's counts."""
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = {1}.{0} + EXCLUDED.{0}").format(
+            sql.Identifier(name), sql.Identifier(table.name)
         )
-        action = sql.SQL("DO UPDATE SET {}").format(updates)
-    else:
-        action = sql.SQL("DO NOTHING")
+        for name in table.column_names
+        if name not in table.key
+    )
+    return _insert(table, sql.SQL("DO UPDATE SET {}").format(updates))
+
+
+def _insert(table: Table, on_conflict: sql.Composable) -> sql.Composed:
+    """Insert the rows given as one array per column, doing ``on_conflict`` with a key taken."""
     return sql.SQL("INSERT INTO {} ({}) SELECT * FROM {} ON CONFLICT ({}) {}").format(
         sql.Identifier(table.name),
         _names(table.column_names),
         _unnest(table, table.column_names),
         _names(table.key),
-        action,
+        on_conflict,
     )
 
 
@@ -160,6 +175,7 @@ def _find(
 BUILDERS: dict[str, Callable[..., sql.Composed]] = {
     "get": _get,
     "upsert": _upsert,
+    "increment": _increment,
     "delete": _delete,
     "find": _find,
 }

@@ -11,6 +11,7 @@ The tests need pytest and pytest-asyncio (``asyncio_mode = "auto"``). Rows carry
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -44,6 +45,16 @@ TOTALS = Table(
     "contract_totals",
     columns=(Column("tenant", ColumnType.TEXT), Column("total", ColumnType.INTEGER)),
     key=("tenant",),
+)
+COUNTERS = Table(
+    "contract_counters",
+    columns=(
+        Column("tenant", ColumnType.TEXT),
+        Column("day", ColumnType.TEXT),
+        Column("orders", ColumnType.INTEGER),
+        Column("cents", ColumnType.INTEGER),
+    ),
+    key=("tenant", "day"),
 )
 _NOON = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -200,6 +211,76 @@ async def test_a_batch_sees_its_own_changes(backend: Backend) -> None:
     assert await store.get(ITEMS, tenant, "item-001") == _row(tenant, 1, rank=11)
     assert await store.get(ITEMS, tenant, "item-002") is None
     assert await store.get(ITEMS, tenant, "item-003") == _row(tenant, 3)
+
+
+async def test_increments_add_to_a_row_creating_it_with_zeros(backend: Backend) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend, COUNTERS)
+    seen: dict[str, Any] = {}
+
+    def first(view: ViewTransaction) -> None:
+        view.increment(COUNTERS, {"tenant": tenant, "day": "d1", "orders": 1})
+        view.increment(COUNTERS, {"tenant": tenant, "day": "d1", "orders": 2, "cents": 150})
+        seen["within"] = view.get(COUNTERS, tenant, "d1")
+
+    def second(view: ViewTransaction) -> None:
+        view.increment(COUNTERS, {"tenant": tenant, "day": "d1", "cents": -50})
+        view.increment(COUNTERS, {"tenant": tenant, "day": "d2", "orders": 1})
+
+    await store.apply(projection, 0, 1, first)
+    await store.apply(projection, 1, 2, second)
+    assert seen["within"] == {"tenant": tenant, "day": "d1", "orders": 3, "cents": 150}
+    assert await store.get(COUNTERS, tenant, "d1") == {
+        "tenant": tenant, "day": "d1", "orders": 3, "cents": 100,
+    }  # fmt: skip
+    assert await store.get(COUNTERS, tenant, "d2") == {
+        "tenant": tenant, "day": "d2", "orders": 1, "cents": 0,
+    }  # fmt: skip
+
+
+async def test_increments_of_batches_applied_side_by_side_all_count(backend: Backend) -> None:
+    tenant, _ = _names()
+    store = await _ready(backend, COUNTERS)
+    projections = [f"partition-{uuid4()}" for _ in range(8)]
+
+    async def count(projection: str) -> None:
+        for position in range(1, 6):
+
+            def write(view: ViewTransaction) -> None:
+                for day in ("d2", "d1"):  # not in key order: the store orders the locks
+                    view.increment(COUNTERS, {"tenant": tenant, "day": day, "orders": 1})
+
+            await store.apply(projection, position - 1, position, write)
+
+    await asyncio.gather(*(count(projection) for projection in projections))
+    for day in ("d1", "d2"):
+        row = await store.get(COUNTERS, tenant, day)
+        assert row is not None
+        assert row["orders"] == 8 * 5
+
+
+async def test_a_refused_increment_writes_nothing(backend: Backend) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend, ITEMS, COUNTERS)
+    key = {"tenant": tenant, "day": "d"}
+    attempts = [
+        ("not an integer", lambda view: view.increment(ITEMS, _row(tenant, 1))),
+        ("no column", lambda view: view.increment(COUNTERS, {**key, "x": 1})),
+        ("must be an int", lambda view: view.increment(COUNTERS, {**key, "orders": 1.5})),
+        ("cannot be put", lambda view: (
+            view.increment(COUNTERS, {"tenant": tenant, "day": "d", "orders": 1}),
+            view.put(COUNTERS, {"tenant": tenant, "day": "d", "orders": 5, "cents": 0}),
+        )),
+        ("put or deleted", lambda view: (
+            view.delete(COUNTERS, tenant, "d"),
+            view.increment(COUNTERS, {"tenant": tenant, "day": "d", "orders": 1}),
+        )),
+    ]  # fmt: skip
+    for reason, attempt in attempts:
+        with pytest.raises(ValueError, match=reason):
+            await store.apply(projection, 0, 1, attempt)
+    assert await store.checkpoint(projection) == 0
+    assert await store.get(COUNTERS, tenant, "d") is None
 
 
 async def test_a_large_batch_is_applied_whole(backend: Backend) -> None:
