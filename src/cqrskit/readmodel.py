@@ -190,6 +190,7 @@ class UnitOfWork:
         self._dirty: dict[str, set[Key]] = {}
         self._tables: dict[str, Table] = {}
         self._sums: dict[str, dict[Key, dict[str, int]]] = {}
+        self._countable: set[str] = set()  # tables whose every non-key column is an integer
 
     def get(self, table: Table, *key: Any) -> Row | None:
         if self._sums:
@@ -227,7 +228,13 @@ class UnitOfWork:
         if key in self._dirty.get(table.name, ()):
             raise ValueError(f"row {key} of {table.name!r} is put or deleted in this batch")
         deltas = {name: value for name, value in row.items() if name not in table.key}
-        _check_counters(table, deltas)
+        if (
+            table.name not in self._countable
+            or not deltas.keys() <= table.column_set
+            or any(type(value) is not int for value in deltas.values())
+        ):
+            _check_counters(table, deltas)  # raises, saying what is wrong, or passes
+            self._countable.add(table.name)  # its columns' types need no second look
         self._tables[table.name] = table
         sums = self._sums.setdefault(table.name, {}).setdefault(key, {})
         for name, value in deltas.items():
