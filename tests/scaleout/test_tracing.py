@@ -67,6 +67,7 @@ async def test_a_command_is_one_trace_from_http_to_every_projection(
     (server,) = _by_name(spans, "POST /orders")
     assert {span.context.trace_id for span in spans} == {server.context.trace_id}
     (append,) = _by_name(spans, "append")
+    assert append.attributes == {"cqrskit.stream_id": f"order-{created.json()['order_id']}"}
     assert _parent_of(_parent_of(append, spans), spans) is server  # server > command > append
     (relay,) = _by_name(spans, f"relay {jetstream.stream}")
     assert _parent_of(relay, spans) is append
