@@ -44,6 +44,7 @@ MARK_START = "<!-- scaleout:start -->"
 MARK_END = "<!-- scaleout:end -->"
 ORDERS = str(Path(sys.executable).with_name("orders"))
 NAMES = [projection.name for projection in PROJECTIONS]
+WORKERS_TIMEOUT = float(os.environ.get("BENCH_WORKERS_TIMEOUT", "600"))
 
 
 @contextlib.contextmanager
@@ -113,18 +114,19 @@ async def relay_lag(
         lags: list[float] = []
         waits: list[asyncio.Task[None]] = []
 
-        async def measure(position: int, answered: float) -> None:
-            assert await relay.wait_for(position, 30)
+        async def command(n: int) -> None:
+            # open loop: each command is sent when due, whether or not the last was answered
+            order = w.commands_for(n, prefix=f"lag{uuid.uuid4().hex[:6]}", orders=count)[0]
+            result = await app.commands.handle(order)
+            answered = time.perf_counter()
+            assert await relay.wait_for(result.position, 30)
             lags.append(time.perf_counter() - answered)
 
         count = int(rate * seconds)
         started = time.perf_counter()
         for n in range(count):
-            due = started + n / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            command = w.commands_for(n, prefix=f"lag{uuid.uuid4().hex[:6]}", orders=count)[0]
-            result = await app.commands.handle(command)
-            waits.append(asyncio.create_task(measure(result.position, time.perf_counter())))
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            waits.append(asyncio.create_task(command(n)))
         achieved = count / (time.perf_counter() - started)
         await asyncio.gather(*waits)
     finally:
@@ -194,8 +196,9 @@ async def workers_throughput(
     """``count`` worker processes build the read model in PostgreSQL from the stream.
 
     The rate is taken between 10 % and 90 % of the events applied (process start-up and the
-    last partitions' tail left out): every quarter second the partition checkpoints are read,
-    and the events they cover are counted afterwards from the log.
+    last partitions' tail left out): every 0.1 s the partition checkpoints are read, and the
+    events they cover are counted afterwards from the log. ``events_per_second_overall``
+    counts from the first checkpoint that moved to the last partition done.
     """
     from tests.support.orders import snapshot
 
@@ -223,9 +226,9 @@ async def workers_throughput(
             samples.append((time.perf_counter(), checkpoints))
             if all(checkpoints[name] >= last for name, last in last_of.items()):
                 break
-            if time.perf_counter() - started > 600:
-                raise RuntimeError(f"{count} workers did not finish within 600 s")
-            await asyncio.sleep(0.25)
+            if time.perf_counter() - started > WORKERS_TIMEOUT:
+                raise RuntimeError(f"{count} workers did not finish in {WORKERS_TIMEOUT:.0f} s")
+            await asyncio.sleep(0.1)
     finally:
         for process in processes:
             process.terminate()
@@ -239,11 +242,14 @@ async def workers_throughput(
     first_done = next(done for t, done in applied if done >= 0.1 * total)
     last, last_done = next((t, done) for t, done in applied if done >= 0.9 * total)
     rate = (last_done - first_done) / (last - first) if last > first else float("nan")
+    moving = next(t for t, done in applied if done > 0)
     return {
         "workers": count,
         "events": total,
         "seconds_to_head": applied[-1][0],
+        "seconds_applying": applied[-1][0] - moving,
         "events_per_second": rate,
+        "events_per_second_overall": total / (applied[-1][0] - moving),
         "verified": await progress.applied_up_to(head)
         and await snapshot(app.backend.read) == expected,
     }
@@ -323,15 +329,17 @@ def section(result: dict[str, Any]) -> str:
         "| figure | value |",
         "| --- | ---: |",
         f"| relay throughput (catching up, one relay) | {relay['events_per_second']:,.0f} ev/s |",
-        f"| relay lag at {lag['achieved_rate']:,.0f} commands/s, p50 / p99 "
+        f"| relay lag with {lag['achieved_rate']:,.0f} commands/s sent (open loop), p50 / p99 "
         f"(command answered → JetStream ack) | {lag['p50_ms']:,.1f} / {lag['p99_ms']:,.1f} ms |",
         f"| new node catch-up from JetStream (SQLite read model, both projections) "
         f"| {node['events_per_second']:,.0f} ev/s |",
     ]
     for run_ in result["workers"]:
         lines.append(
-            f"| {run_['workers']} partitioned worker process(es), read model in PostgreSQL "
-            f"| {run_['events_per_second']:,.0f} ev/s ({run_['seconds_to_head']:.1f} s to head) |"
+            f"| {run_['workers']} partitioned worker process(es), read model in PostgreSQL: "
+            "10-90 % / first batch to last "
+            f"| {run_['events_per_second']:,.0f} / {run_['events_per_second_overall']:,.0f} ev/s "
+            f"({run_['seconds_to_head']:.1f} s from start to head) |"
         )
     lines.append(MARK_END)
     return "\n".join(lines)
@@ -348,7 +356,7 @@ def write_section(text: str, results_md: Path = HERE / "RESULTS.md") -> None:
     results_md.write_text(document)
 
 
-FULL = {"orders": 6000, "workers": [1, 2, 4], "lag_rate": 200.0, "lag_seconds": 10.0}
+FULL = {"orders": 10000, "workers": [1, 2, 4], "lag_rate": 200.0, "lag_seconds": 10.0}
 QUICK = {"orders": 120, "workers": [1, 2], "lag_rate": 50.0, "lag_seconds": 1.0}
 
 

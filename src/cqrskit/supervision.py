@@ -65,6 +65,10 @@ class ProjectionState(enum.StrEnum):
     STANDING_BY = "standing_by"
     #: stopped on an error; restarts after a backoff (``last_error``, ``retry_in``)
     BACKING_OFF = "backing_off"
+    #: restarted after an error and not yet through a batch (``last_error``): not ready until
+    #: it commits one or reaches the head, so that a projection failing at every attempt (a
+    #: read model locked by another program) does not read as ready between its retries
+    RETRYING = "retrying"
     #: this process ran it and stopped it (:meth:`Supervisor.stop`)
     STOPPED = "stopped"
     #: this process does not run it (another process may: its checkpoint still tells)
@@ -81,7 +85,11 @@ class ProjectionState(enum.StrEnum):
         A halted projection is ready: every process would halt at the same event, so taking
         this one out of service would help nothing and stop the commands too; the halt is
         reported (``ProjectionReport.halted``) and must be fixed by hand."""
-        return self not in (ProjectionState.BACKING_OFF, ProjectionState.STOPPED)
+        return self not in (
+            ProjectionState.BACKING_OFF,
+            ProjectionState.RETRYING,
+            ProjectionState.STOPPED,
+        )
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,8 @@ class _Supervised:
     restarts: int = 0
     last_error: str | None = None
     retry_at: float | None = None
+    #: restarted after an error, and no batch committed since
+    retrying: bool = False
     started_at: float = 0.0
     batches: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     #: (checkpoint, wall-clock time) of each recent commit
@@ -170,9 +180,12 @@ class _Supervised:
             return ProjectionState.STANDING_BY
         if status.running and status.position >= status.catch_up_target:
             return ProjectionState.RUNNING
+        if self.retrying:
+            return ProjectionState.RETRYING
         return ProjectionState.CATCHING_UP
 
     async def record_batch(self, handled: int) -> None:
+        self.retrying = False
         now = time.monotonic()
         self.batches.append((now, handled))
         self.applied.append((self.runner.status.position, time.time()))
@@ -281,7 +294,9 @@ class Supervisor:
         """Restart projection ``name`` now if it is halted (after its halted event was retried
         or discarded); nothing otherwise. Raises :class:`KeyError` for a name it does not
         supervise."""
-        self._supervised[name].wake.set()
+        entry = self._supervised[name]
+        entry.halted = None  # at once: waiting for a position waits for it again
+        entry.wake.set()
 
     async def stop(self) -> None:
         """Stop every projection; a batch in flight commits or rolls back whole."""
@@ -317,8 +332,10 @@ class Supervisor:
                 lags[checkpoint] = (len(unapplied), max(0.0, age))
             report = self._report(entry, (checkpoint, head, *lags[checkpoint]))
             tables = entry.runner.projection.dead_letters
-            halted = await halted_event(self._read, tables)
             state = report.state
+            # A projection at work here is not halted (it clears a stored halt as it passes)
+            alive = state in (ProjectionState.RUNNING, ProjectionState.CATCHING_UP)
+            halted = entry.halted if alive else await halted_event(self._read, tables)
             if halted is not None and state is ProjectionState.EXTERNAL:
                 state = ProjectionState.HALTED  # wherever it runs, it stands at that event
             count = await dead_letter_count(self._read, tables)
@@ -333,7 +350,9 @@ class Supervisor:
 
         A projection running in this process wakes the wait as soon as it commits a batch; any
         other (standing by, backing off, or run by another process) is followed through the
-        checkpoint stored in the read store. Raises :class:`~cqrskit.StoreUnavailable` when
+        checkpoint stored in the read store. A projection halted in this process is not waited
+        for: it would never get there, and its read model answers as of its halt (which
+        :meth:`report` shows). Raises :class:`~cqrskit.StoreUnavailable` when
         the read store cannot be reached.
         """
         deadline = time.monotonic() + timeout
@@ -389,13 +408,25 @@ class Supervisor:
     async def _halt(self, entry: _Supervised) -> None:
         task, entry.task = entry.task, None
         entry.stopped = True
-        entry.retry_at = None
+        entry.retry_at, entry.retrying = None, False
         if task is None or task.done():
             return
-        task.cancel()
+        # Cancelled again until it ends: a library's asyncio.wait_for (psycopg_pool waiting for
+        # a connection, nats-py for a message) loses a cancellation that arrives as its wait
+        # ends (Python 3.11), and the runner would run on. The caller's own cancellation is
+        # passed on once the runner stopped, never swallowed with the runner's.
+        cancelled = False
+        while not task.done():
+            task.cancel()
+            try:
+                await asyncio.wait({task}, timeout=0.5)
+            except asyncio.CancelledError:
+                cancelled = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
         log.info("projection %s stopped at checkpoint %d", entry.name, entry.runner.status.position)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _supervise(self, entry: _Supervised) -> None:
         runner, failures = entry.runner, 0
@@ -430,7 +461,7 @@ class Supervisor:
                 exc_info=not isinstance(error, StoreUnavailable | ReadModelMismatch),
             )
             await asyncio.sleep(delay)
-            entry.retry_at = None
+            entry.retry_at, entry.retrying = None, True
             entry.restarts += 1
             log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
 
@@ -457,6 +488,8 @@ class Supervisor:
     async def _wait_for(self, entry: _Supervised, position: int, deadline: float) -> bool:
         runner, pause = entry.runner, 0.001
         while True:
+            if entry.halted is not None:
+                return True
             remaining = deadline - time.monotonic()
             if runner.status.running and entry.task is not None and not entry.task.done():
                 # Working in this process: its checkpoint is known without a query.

@@ -70,7 +70,7 @@ def test_the_service_honours_its_own_schema(start_server: StartServer) -> None:
     running = start_server()
     schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 12
+    assert len(operations) == 15
     with running.client() as client:
         created = client.post("/orders", json={"customer_id": "C-fuzz", "items": []})
         token = created.headers["Consistency-Token"]

@@ -197,6 +197,8 @@ async def test_a_halted_projection_is_not_restarted_and_the_others_go_on() -> No
         more = await world.given(("b", 4))
         await until(lambda: supervisor.status()[1].checkpoint == more[0], what="count goes on")
 
+        # read-your-writes does not wait for it: it would never get there
+        assert await supervisor.wait_for_position(more[0], timeout=60)
         assert supervisor.ready  # every process would halt at it: see docs/operations.md
         assert report.state is ProjectionState.HALTED
         assert report.halted is not None

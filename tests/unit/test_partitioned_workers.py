@@ -21,7 +21,9 @@ from cqrskit import (
     PartitionedProgress,
     PartitionedWorker,
     Projection,
+    ProjectionRunner,
     RecordedEvent,
+    Supervisor,
 )
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from cqrskit.partitions import partition_of
@@ -223,3 +225,33 @@ async def test_a_worker_cancelled_while_it_hands_a_partition_on_stops(group: Gro
 
     await asyncio.wait({running}, timeout=30)  # waiting, not cancelling it once more
     assert running.cancelled()
+
+
+async def test_a_runner_that_loses_a_cancellation_is_still_stopped(group: Group) -> None:
+    lost = asyncio.Event()
+
+    class LosesOneCancellation(StorePartition):
+        """Reads like a library whose ``asyncio.wait_for`` swallowed the first cancellation."""
+
+        async def subscribe_all(
+            self, after: int = 0, batch_size: int = 1000
+        ) -> AsyncIterator[list[RecordedEvent]]:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                lost.set()
+            await asyncio.Event().wait()
+            yield []
+
+    runner = ProjectionRunner(
+        PROJECTIONS[0], LosesOneCancellation(group.events, 0, 1), group.read, CODEC
+    )
+    supervisor = Supervisor(group.events, group.read, [runner])
+    supervisor.start()
+    await until(lambda: runner.status.running)
+
+    stopping = asyncio.create_task(supervisor.remove(PROJECTIONS[0].name))
+
+    await asyncio.wait({stopping}, timeout=30)
+    assert lost.is_set()
+    assert stopping.done()

@@ -143,6 +143,9 @@ class SqliteEventStore:
         head: int = self._readers.fetch_all(HEAD_SQL, ())[0][0]
         return head
 
+    async def written_position(self) -> int:
+        return await self.head_position()  # a commit is visible at once
+
     async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
         rows = self._readers.fetch_all(_FIND_KEY, (key,))
         if not rows:

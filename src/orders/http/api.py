@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from orders.app import OrdersApp
-from orders.http import commands, operations, queries, streams
+from orders.http import admin, commands, operations, queries, streams
 from orders.http.access import RequestLog
 from orders.http.jsonbody import BodyLimit
 from orders.http.lean import LeanRoutes
@@ -77,7 +77,7 @@ def create_api(
     api.state.service = service
     service.metrics.registry.register(StreamMetrics(service.streams))
     # The live routes first: /live/orders must not be taken for an order called "live".
-    for routes in (streams, commands, queries, operations):
+    for routes in (streams, commands, queries, operations, admin):
         api.include_router(routes.router)
     install_pages(api)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]

@@ -40,6 +40,9 @@ __all__ = [
     "DailyStatsOut",
     "DashboardOut",
     "DayOut",
+    "DeadLetterOut",
+    "DeadLettersOut",
+    "DiscardOut",
     "EventOut",
     "EventsOut",
     "HealthOut",
@@ -55,6 +58,7 @@ __all__ = [
     "ProjectionOut",
     "Quantity",
     "ReadyOut",
+    "RetryOut",
 ]
 
 #: ids that travel in URLs: letters, digits and ``. _ : @ ~ -``
@@ -239,10 +243,55 @@ class EventsOut(BaseModel):
     events: list[EventOut]
 
 
+class DeadLetterOut(BaseModel):
+    """An event a projection could not apply (``docs/lifecycle.md``, "Dead letters")."""
+
+    projection: str
+    position: str = Field(description="the event's global position")
+    stream_id: str
+    stream_version: int
+    event_type: str = Field(description="as stored")
+    schema_version: int = Field(description="as stored")
+    recorded_at: datetime
+    data: Any = Field(description="the stored payload")
+    status: Literal["parked", "halted"] = Field(
+        description="parked (policy park) or the event the projection halted at (policy stop)"
+    )
+    blocked_by: str | None = Field(
+        description="the position of the dead letter of its stream it waits behind, if any"
+    )
+    attempts: int = Field(description="failed attempts (0: it waits behind another)")
+    error: str
+    traceback: str
+    failed_at: datetime
+
+
+class DeadLettersOut(BaseModel):
+    dead_letters: list[DeadLetterOut]
+
+
+class RetryOut(BaseModel):
+    projection: str
+    applied: int = Field(description="dead letters applied (and removed)")
+    failed: list[DeadLetterOut] = Field(description="failed again: kept, with the new error")
+
+
+class DiscardOut(BaseModel):
+    projection: str
+    discarded: int = Field(description="dead letters dropped unapplied")
+
+
 class ProjectionOut(BaseModel):
     name: str
     state: Literal[
-        "running", "catching_up", "standing_by", "backing_off", "stopped", "external", "halted"
+        "running",
+        "catching_up",
+        "standing_by",
+        "backing_off",
+        "retrying",
+        "stopped",
+        "external",
+        "halted",
     ] = Field(description="what the projection is doing in this process (external: run elsewhere)")
     position: str = Field(description="the checkpoint: the global position applied up to")
     head: str | None = Field(description="the event store's head (null: the store is unreachable)")
@@ -256,6 +305,12 @@ class ProjectionOut(BaseModel):
     restarts: int = Field(description="restarts after an error, in this process")
     last_error: str | None = Field(description="the error that last stopped it in this process")
     retry_in: float | None = Field(description="seconds until its next restart (backing off)")
+    dead_letters: int | None = Field(
+        default=None, description="events it parked (policy park); null: the store did not answer"
+    )
+    halted: DeadLetterOut | None = Field(
+        default=None, description="the event it halted at (policy stop), wherever it runs"
+    )
 
 
 class ReadyOut(BaseModel):
@@ -264,6 +319,11 @@ class ReadyOut(BaseModel):
     projections_mode: Literal["in-process", "external"]
     projections: list[ProjectionOut]
     reasons: list[str] = Field(description="why the service is not ready (empty when it is)")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what needs a person but does not make the service unready: a halted"
+        " projection, dead letters",
+    )
 
 
 class HealthOut(BaseModel):

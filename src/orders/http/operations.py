@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch
 from orders.http import models
+from orders.http.admin import dead_letter_out
 from orders.http.jsonbody import DecimalJSONRoute
 from orders.http.service import ServiceDep
 
@@ -38,9 +39,10 @@ async def healthz() -> models.HealthOut:
 )
 async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
     """Readiness: 200 when the store answers (within 2 s), the read model is the event
-    store's, and every projection this process runs is alive (running, catching up, or
-    standing by for another process's lease); else 503, with the reasons. Each projection's
-    state, checkpoint, head and lag."""
+    store's, and every projection this process runs is alive (running, catching up, standing
+    by for another process's lease, or halted at an event it cannot apply: every process
+    would halt there, so a halt is a ``warning``, not a reason); else 503, with the reasons.
+    Each projection's state, checkpoint, head, lag, dead letters and halt."""
     mode: Literal["in-process", "external"] = (
         "in-process" if service.projections_in_process else "external"
     )
@@ -59,6 +61,7 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         log.warning("readiness check failed: %s", error)
         reports, store = supervisor.status(), "unreachable"
         reasons.append(f"the store did not answer within {READY_TIMEOUT:g} s: {error}")
+    warnings = [warning for report in reports for warning in _warnings(report)]
     for report in reports:
         if not report.state.ready:
             cause = f" ({report.last_error})" if report.last_error else ""
@@ -72,7 +75,24 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         projections_mode=mode,
         projections=[projection_out(report) for report in reports],
         reasons=reasons,
+        warnings=warnings,
     )
+
+
+def _warnings(report: ProjectionReport) -> list[str]:
+    """What needs a person without making the service unready (see docs/operations.md)."""
+    found = []
+    if report.halted is not None:
+        letter, event = report.halted, report.halted.event
+        found.append(
+            f"projection {report.name} is halted at position {letter.position} ("
+            f"{event.event_type} of {letter.stream_id} v{event.stream_version}): {letter.error};"
+            f" fix it and retry it, or discard it (POST /projections/{report.name}/dead-letters"
+            "/retry or /discard)"
+        )
+    if report.dead_letters:
+        found.append(f"projection {report.name} has {report.dead_letters} dead letter(s)")
+    return found
 
 
 def projection_out(report: ProjectionReport) -> models.ProjectionOut:
@@ -89,6 +109,8 @@ def projection_out(report: ProjectionReport) -> models.ProjectionOut:
         restarts=report.restarts,
         last_error=report.last_error,
         retry_in=None if report.retry_in is None else round(report.retry_in, 3),
+        dead_letters=report.dead_letters,
+        halted=None if report.halted is None else dead_letter_out(report.halted),
     )
 
 

@@ -27,7 +27,13 @@ from cqrskit import (
     StoreUnavailable,
     StreamNotFound,
 )
-from orders.errors import ConsistencyTimeout, InvalidQuery, OrderNotFound, TokenBeyondHead
+from orders.errors import (
+    ConsistencyTimeout,
+    InvalidQuery,
+    OrderNotFound,
+    TokenBeyondHead,
+    UnknownProjection,
+)
 from orders.http.methods import allowed_methods
 
 __all__ = [
@@ -72,7 +78,8 @@ def _kebab(name: str) -> str:
 def problem_for(error: BaseException) -> Problem:
     """The problem (status, type, detail) for ``error``: the service's whole error mapping.
 
-    validation (of the request, a command or a query) → 422; unknown order → 404; business
+    validation (of the request, a command or a query) → 422; unknown order or projection →
+    404; business
     rule → 409; a concurrency conflict that outlived the retries → 409 with ``Retry-After``;
     a reused idempotency key → 422; the store
     unreachable → 503; the read model not caught up with a consistency token → 504; anything
@@ -103,6 +110,14 @@ def problem_for(error: BaseException) -> Problem:
                 "Order not found",
                 str(error),
                 extensions={"order_id": order_id},
+            )
+        case UnknownProjection(name=name):
+            return Problem(
+                404,
+                "projection-not-found",
+                "Projection not found",
+                str(error),
+                extensions={"projection": name},
             )
         case StreamNotFound(stream_id=stream):
             order_id = stream.removeprefix("order-")
@@ -202,6 +217,7 @@ def install(api: FastAPI) -> None:
         InvalidCommand,
         InvalidQuery,
         OrderNotFound,
+        UnknownProjection,
         StreamNotFound,
         ConcurrencyError,
         DomainError,
