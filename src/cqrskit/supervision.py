@@ -26,7 +26,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from cqrskit.deadletters import DeadLetter, ProjectionHalted, dead_letter_count, halted_event
+from cqrskit.deadletters import (
+    DeadLetter,
+    DeadLetterTables,
+    ProjectionHalted,
+    dead_letter_count,
+    halted_event,
+)
 from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
 from cqrskit.projections import ProjectionRunner
 from cqrskit.readmodel import ReadStore
@@ -152,6 +158,7 @@ class _Supervised:
     stopped: bool = False
     halted: DeadLetter | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dead_letters_ready: bool = False
     restarts: int = 0
     last_error: str | None = None
     retry_at: float | None = None
@@ -331,7 +338,7 @@ class Supervisor:
                 age = now - unapplied[0].recorded_at.timestamp() if unapplied else 0.0
                 lags[checkpoint] = (len(unapplied), max(0.0, age))
             report = self._report(entry, (checkpoint, head, *lags[checkpoint]))
-            tables = entry.runner.projection.dead_letters
+            tables = await self._dead_letters(entry)
             state = report.state
             # A projection at work here is not halted (it clears a stored halt as it passes)
             alive = state in (ProjectionState.RUNNING, ProjectionState.CATCHING_UP)
@@ -350,10 +357,10 @@ class Supervisor:
 
         A projection running in this process wakes the wait as soon as it commits a batch; any
         other (standing by, backing off, or run by another process) is followed through the
-        checkpoint stored in the read store. A projection halted in this process is not waited
-        for: it would never get there, and its read model answers as of its halt (which
-        :meth:`report` shows). Raises :class:`~cqrskit.StoreUnavailable` when
-        the read store cannot be reached.
+        checkpoint stored in the read store. A halted projection (here, or as recorded in the
+        read store by the process that runs it) is not waited for: it would never get there,
+        and its read model answers as of its halt (which :meth:`report` shows). Raises
+        :class:`~cqrskit.StoreUnavailable` when the read store cannot be reached.
         """
         deadline = time.monotonic() + timeout
         for entry in list(self._supervised.values()):
@@ -497,11 +504,28 @@ class Supervisor:
                     return True
             elif await self._read.checkpoint(entry.name) >= position:
                 return True
+            elif pause == 0.001 and await self._halted_before(entry, position):
+                return True  # halted elsewhere (a worker): it would never get there
             else:
                 await asyncio.sleep(max(0.0, min(pause, remaining)))
                 pause = min(pause * 2, 0.05)
             if time.monotonic() >= deadline:
                 return False
+
+    async def _halted_before(self, entry: _Supervised, position: int) -> bool:
+        """Whether another process runs the projection and it halted before ``position``."""
+        if entry.task is not None and not entry.task.done():
+            return False  # it runs here (resumed, or standing by): it may get past it
+        halt = await halted_event(self._read, await self._dead_letters(entry))
+        return halt is not None and halt.position <= position
+
+    async def _dead_letters(self, entry: _Supervised) -> DeadLetterTables:
+        """The projection's dead-letter tables, created if no runner has yet."""
+        tables = entry.runner.projection.dead_letters
+        if not entry.dead_letters_ready:
+            await self._read.setup(tables.tables)
+            entry.dead_letters_ready = True
+        return tables
 
 
 async def verify_read_model(
