@@ -183,6 +183,18 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
     assert acknowledged <= stored
 
 
+def run_orders(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``orders *args`` to its end, its output captured (one line per message: wide)."""
+    return subprocess.run(
+        [ORDERS, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
 @pytest.mark.parametrize(
     ("command", "db"),
     [
@@ -195,15 +207,45 @@ def test_an_unreachable_store_is_one_line_and_a_non_zero_exit(
     tmp_path: Path, command: str, db: str
 ) -> None:
     port = ["--port", "0"] if command == "serve" else []
-    result = subprocess.run(
-        [ORDERS, command, "--db", db, *port],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    result = run_orders(tmp_path, command, "--db", db, *port)
     assert result.returncode == 3, result.stdout + result.stderr
     assert result.stdout.startswith("error:")
     assert len(result.stdout.strip().splitlines()) == 1
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_workers_share_the_port_read_each_others_writes_and_stop_together(
+    tmp_path: Path, request: pytest.FixtureRequest, processes: list[Process]
+) -> None:
+    from tests.support.postgres import fresh_url
+
+    url = serve(processes, tmp_path, fresh_url(request), "--workers", "2")
+    created = []
+    for n in range(20):
+        # a connection per request, so that both workers take some
+        with httpx.Client(base_url=url) as client:
+            body = {"order_id": new_id("ORD"), "customer_id": f"C{n}", "items": [PEN]}
+            answer = client.post("/orders", json=body)
+            assert answer.status_code == 201, answer.text
+            created.append((body["order_id"], answer.headers["Consistency-Token"]))
+    for order_id, token in created:
+        with httpx.Client(base_url=url) as client:
+            read = client.get(f"/orders/{order_id}", headers={"Consistency-Token": token})
+            assert read.status_code == 200, read.text
+            assert read.json()["total"] == "6.00"
+    (parent,) = processes
+    started = {
+        line["msg"] for line in parent.lines() if str(line["msg"]).startswith("Started server")
+    }
+    assert len(started) == 2  # one line per worker process, each naming its pid
+    assert parent.stop() == 0
+    stopped = [line for line in parent.lines() if str(line["msg"]).startswith("server stopped")]
+    assert len(stopped) == 2
+
+
+def test_workers_are_refused_on_sqlite_with_a_clear_message(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/o.db"
+    result = run_orders(tmp_path, "serve", "--workers", "2", "--port", "0", "--db", db)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--workers needs a PostgreSQL store" in result.stdout
+    assert not (tmp_path / "o.db").exists()

@@ -9,8 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
+from cqrskit.ids import uuid_from_bytes
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.sqlite._common import (
     EPOCH,
@@ -38,10 +38,10 @@ _FIND_KEY = (
 
 
 def _recorded(rows: list[Any]) -> list[RecordedEvent]:
-    epoch, micro, uuid = EPOCH, MICROSECOND, UUID
+    epoch, micro, uuid = EPOCH, MICROSECOND, uuid_from_bytes
     return [
         RecordedEvent(
-            event_id=uuid(bytes=event_id),
+            event_id=uuid(event_id),
             stream_id=stream_id,
             stream_version=version,
             position=position,

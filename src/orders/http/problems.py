@@ -38,7 +38,14 @@ from orders.errors import (
 )
 from orders.http.methods import allowed_methods
 
-__all__ = ["PROBLEM_JSON", "Problem", "install", "problem_for", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "install",
+    "problem_for",
+    "problem_reply",
+    "problem_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("orders.http")
@@ -193,7 +200,9 @@ def problem_response(problem: Problem, instance: str) -> JSONResponse:
     )
 
 
-async def _handle(request: Request, error: Exception) -> Response:
+async def problem_reply(request: Request, error: Exception) -> Response:
+    """The problem response for ``error`` raised while handling ``request`` (logged when
+    unexpected, and named in the request's log line)."""
     problem = problem_for(error)
     if problem.status == 405:  # Starlette names the methods of one route; a path may have more
         problem.headers["Allow"] = allowed_methods(request.scope)
@@ -224,4 +233,4 @@ def install(api: FastAPI) -> None:
         ConsistencyTimeout,
         Exception,
     ):
-        api.add_exception_handler(error_type, _handle)
+        api.add_exception_handler(error_type, problem_reply)
