@@ -1,5 +1,7 @@
 """HTTP figures: ``orders serve`` in its own process, load from :mod:`benchmarks.http_load`
-processes, for a command (``POST /orders``) and a query (``GET /orders/{id}``)."""
+processes, for a command (``POST /orders``) and a query (``GET /orders/{id}``); then the same
+load on a bare FastAPI app (:mod:`benchmarks.http_bare`), whose requests/s the two are given as
+a share of."""
 
 from __future__ import annotations
 
@@ -35,9 +37,12 @@ def get_json(port: int, path: str) -> Any:
         return json.loads(response.read())
 
 
-def start_server(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, port: int, log: Path, command: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``orders serve`` over ``url`` (or ``command``), once it answers ``/healthz``."""
     orders = Path(sys.executable).with_name("orders")
-    command = [str(orders), "serve", "--port", str(port), "--db", url]
+    command = command or [str(orders), "serve", "--port", str(port), "--db", url]
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -108,6 +113,20 @@ def load(
     return merged
 
 
+def bare_load(suite: Suite, connections: int, seconds: float) -> dict[str, Any]:
+    """The load of the HTTP figures on the bare FastAPI app (``GET /constant``)."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.http_bare", "--port", str(port)]
+    server = start_server("", port, suite.dbs.scratch / "serve-bare.log", command)
+    try:
+        result = load(port, "constant", connections, seconds, None)
+    finally:
+        stop_server(server)
+    check(set(result["statuses"]) == {"200"}, f"bare app statuses {result['statuses']}")
+    check(result["bad_count"] == 0, "the bare app answered another document")
+    return result
+
+
 def wait_for_orders(port: int, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -123,6 +142,7 @@ def http_figures(suite: Suite, backend: str) -> None:
     figures = [
         f"http_{kind}_{what}" for kind in ("command", "query") for what in ("rps", "p50", "p99")
     ]
+    figures += ["http_bare_rps", "http_bare_p99", "http_command_share", "http_query_share"]
 
     def body() -> None:
         db = suite.fresh(backend, "http")
@@ -141,7 +161,33 @@ def http_figures(suite: Suite, backend: str) -> None:
         finally:
             stop_server(server)
         suite.dbs.drop(db)
+        bare = bare_load(suite, sizes.http_connections, sizes.http_seconds)
         note = f"{sizes.http_connections} connections, {LOAD_WORKERS} load process(es)"
+        bare_rps = len(bare["latencies_ms"]) / bare["elapsed"]
+        for kind, result in (("command", commands), ("query", queries)):
+            suite.record(
+                f"http_{kind}_share",
+                backend,
+                "cqrskit",
+                len(result["latencies_ms"]) / result["elapsed"] / bare_rps,
+                samples=len(result["latencies_ms"]),
+                note=f"of the bare FastAPI app's {bare_rps:,.0f} req/s, measured just after",
+            )
+        suite.record(
+            "http_bare_rps",
+            backend,
+            "cqrskit",
+            bare_rps,
+            samples=len(bare["latencies_ms"]),
+            note="bare FastAPI app, constant JSON document, same uvicorn settings and load",
+        )
+        suite.record(
+            "http_bare_p99",
+            backend,
+            "cqrskit",
+            percentile(bare["latencies_ms"], 99),
+            samples=len(bare["latencies_ms"]),
+        )
         for kind, result in (("command", commands), ("query", queries)):
             latencies = result["latencies_ms"]
             suite.record(

@@ -5,7 +5,7 @@ one at a time, until ``--seconds`` are up; it prints one JSON line with every re
 latency and the status counts. A raw client keeps the generator's own cost per request
 small, so that on a small machine the server, not the tool, sets the pace.
 
-``python -m benchmarks.http_load --port 8000 --mode command|query --connections 16
+``python -m benchmarks.http_load --port 8000 --mode command|query|constant --connections 16
 --seconds 5 --worker 0 [--ids FILE]``
 """
 
@@ -44,6 +44,9 @@ def get_request(order_id: str) -> bytes:
     return f"GET /orders/{order_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
 
 
+CONSTANT_REQUEST = b"GET /constant HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(HEADER_END)
     status = int(head[9:12])
@@ -69,6 +72,9 @@ async def connection(
             if mode == "command":
                 order_id = f"{name}-{n}"
                 request = create_request(order_id, f"hc{n % 50}")
+            elif mode == "constant":
+                order_id = "ORD-constant"
+                request = CONSTANT_REQUEST
             else:
                 order_id = random.choice(ids)
                 request = get_request(order_id)
@@ -79,7 +85,7 @@ async def connection(
             out["statuses"].append(status)
             if mode == "command" and status == 201:
                 out["created"].append(order_id)
-            elif mode == "query" and (status != 200 or order_id.encode() not in body):
+            elif mode != "command" and (status != 200 or order_id.encode() not in body):
                 out["bad"].append(order_id)
             n += 1
     finally:
@@ -110,7 +116,7 @@ async def run(args: argparse.Namespace, ids: list[str]) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http_load")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=("command", "query"), required=True)
+    parser.add_argument("--mode", choices=("command", "query", "constant"), required=True)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--worker", type=int, default=0)

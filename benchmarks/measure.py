@@ -34,7 +34,9 @@ class Figure:
             if kind == "ratio":
                 texts.append(f"≥ {number:g}{TIMES}")
             else:
-                texts.append(f"{'≤' if kind == 'max' else '≥'} {number:,.0f} {self.unit}")
+                shown = f"{number:,.0f}" if number == int(number) else f"{number:g}"
+                sep = "" if self.unit == TIMES else " "
+                texts.append(f"{'≤' if kind == 'max' else '≥'} {shown}{sep}{self.unit}")
         return ", ".join(texts)
 
 

@@ -98,6 +98,8 @@ def rows(measurements: list[Measurement], sizes: Sizes) -> list[Row]:
 def fmt(value: float | None, unit: str) -> str:
     if value is None or math.isnan(value):
         return "—"
+    if unit == TIMES and value < 10:
+        return f"{value:,.2f}"
     if unit in ("µs", "ms", TIMES) and value < 100:
         return f"{value:,.1f}"
     return f"{value:,.0f}"

@@ -88,7 +88,7 @@ class Suite:
                 self.dbs.drop(db)
 
     #: sections that can run on their own (``--only``): one call per backend, cqrskit only
-    SINGLE = ("long_order_loads", "rebuild_peak")
+    SINGLE = ("long_order_loads", "rebuild_peak", "http")
 
     def run_only(self, sections: Iterable[str]) -> list[Measurement]:
         """Only ``sections`` (names from :attr:`SINGLE`), on every backend."""
@@ -112,10 +112,13 @@ class Suite:
             self._hot_stream(backend)
             if backend != "memory":
                 self._rebuild_peak(backend)
-                if self.http is not None:
-                    self.http(self, backend)
+                self._http(backend)
         self.measure_baseline()
         return self.measurements
+
+    def _http(self, backend: str) -> None:
+        if self.http is not None and backend != "memory":
+            self.http(self, backend)
 
     @staticmethod
     def sides(backend: str) -> tuple[str, ...]:

@@ -105,6 +105,9 @@ class InMemoryEventStore:
     async def head_position(self) -> int:
         return self._head()
 
+    async def written_position(self) -> int:
+        return self._head()
+
     def _head(self) -> int:
         return len(self._events)
 

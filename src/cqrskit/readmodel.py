@@ -55,17 +55,23 @@ class Table:
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
     column_names: tuple[str, ...] = field(init=False)
+    #: the column names as a set, for a row's check at C speed (``row.keys() >= column_set``)
+    column_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = tuple(column.name for column in self.columns)
         object.__setattr__(self, "column_names", names)
+        object.__setattr__(self, "column_set", frozenset(names))
         unknown = [name for name in (*self.key, *sum(self.indexes, ())) if name not in names]
         if unknown:
             raise ValueError(f"table {self.name!r} has no column(s) {unknown}")
 
     def key_of(self, row: Mapping[str, Any]) -> Key:
         """The primary key of ``row``."""
-        return tuple(row[name] for name in self.key)
+        key = self.key
+        if len(key) == 1:  # most tables: no generator to run
+            return (row[key[0]],)
+        return tuple([row[name] for name in key])
 
 
 class ViewTransaction(Protocol):
@@ -166,6 +172,9 @@ class ReadStore(Protocol):
 Loader = Callable[[Table, Key], Row | None]
 
 
+_UNSEEN: Any = object()
+
+
 class UnitOfWork:
     """A :class:`ViewTransaction` that keeps a batch's changes in memory until flushed.
 
@@ -186,24 +195,32 @@ class UnitOfWork:
         self._dirty: dict[str, set[Key]] = {}
         self._tables: dict[str, Table] = {}
         self._sums: dict[str, dict[Key, dict[str, int]]] = {}
+        self._countable: set[str] = set()  # tables whose every non-key column is an integer
 
     def get(self, table: Table, *key: Any) -> Row | None:
-        sums = self._sums.get(table.name, {}).get(key)
-        if sums is not None:
-            return self._incremented(table, key, sums)
-        rows = self._rows_of(table)
-        if key in rows:
-            return rows[key]
-        found = rows[key] = self._load(table, key)
+        if self._sums:
+            sums = self._sums.get(table.name, {}).get(key)
+            if sums is not None:
+                return self._incremented(table, key, sums)
+        rows = self._rows.get(table.name)
+        if rows is None:
+            rows = self._rows_of(table)
+        found: Row | None = rows.get(key, _UNSEEN)
+        if found is _UNSEEN:
+            found = rows[key] = self._load(table, key)
         return found
 
     def put(self, table: Table, row: Row) -> None:
-        missing = [name for name in table.column_names if name not in row]
-        if missing:
+        if not row.keys() >= table.column_set:
+            missing = [name for name in table.column_names if name not in row]
             raise ValueError(f"row for {table.name!r} lacks column(s) {missing}")
         key = table.key_of(row)
-        self._refuse_incremented(table, key, "put")
-        self._rows_of(table)[key] = row
+        if self._sums:
+            self._refuse_incremented(table, key, "put")
+        rows = self._rows.get(table.name)
+        if rows is None:
+            rows = self._rows_of(table)
+        rows[key] = row
         self._dirty[table.name].add(key)
 
     def delete(self, table: Table, *key: Any) -> None:
@@ -216,7 +233,13 @@ class UnitOfWork:
         if key in self._dirty.get(table.name, ()):
             raise ValueError(f"row {key} of {table.name!r} is put or deleted in this batch")
         deltas = {name: value for name, value in row.items() if name not in table.key}
-        _check_counters(table, deltas)
+        if (
+            table.name not in self._countable
+            or not deltas.keys() <= table.column_set
+            or any(type(value) is not int for value in deltas.values())
+        ):
+            _check_counters(table, deltas)  # raises, saying what is wrong, or passes
+            self._countable.add(table.name)  # its columns' types need no second look
         self._tables[table.name] = table
         sums = self._sums.setdefault(table.name, {}).setdefault(key, {})
         for name, value in deltas.items():

@@ -136,6 +136,14 @@ class EventStore(Protocol):
         """The position of the last event :meth:`read_all` can return now (0 if none)."""
         ...
 
+    async def written_position(self) -> int:
+        """The position of the newest committed event, whether :meth:`read_all` can return it
+        yet or not (0 if none): at or past :meth:`head_position`, and past it on PostgreSQL
+        while an older transaction elsewhere in the cluster is open. No append of this store
+        was ever acknowledged with a position beyond it: a consistency token beyond it is not
+        one of this store's."""
+        ...
+
     async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
         """The stored outcome of the append that used idempotency ``key``, if any."""
         ...

@@ -31,7 +31,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from cqrskit.deadletters import DeadLetter, ProjectionHalted, dead_letter_count, halted_event
+from cqrskit.deadletters import (
+    DeadLetter,
+    DeadLetterTables,
+    ProjectionHalted,
+    dead_letter_count,
+    halted_event,
+)
 from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
 from cqrskit.projections import ProjectionRunner, version_key
 from cqrskit.readmodel import ReadStore
@@ -71,6 +77,10 @@ class ProjectionState(enum.StrEnum):
     STANDING_BY = "standing_by"
     #: stopped on an error; restarts after a backoff (``last_error``, ``retry_in``)
     BACKING_OFF = "backing_off"
+    #: restarted after an error and not yet through a batch (``last_error``): not ready until
+    #: it commits one or reaches the head, so that a projection failing at every attempt (a
+    #: read model locked by another program) does not read as ready between its retries
+    RETRYING = "retrying"
     #: this process ran it and stopped it (:meth:`Supervisor.stop`)
     STOPPED = "stopped"
     #: this process does not run it (another process may: its checkpoint still tells)
@@ -89,7 +99,11 @@ class ProjectionState(enum.StrEnum):
         A halted projection is ready: every process would halt at the same event, so taking
         this one out of service would help nothing and stop the commands too; the halt is
         reported (``ProjectionReport.halted``) and must be fixed by hand."""
-        return self not in (ProjectionState.BACKING_OFF, ProjectionState.STOPPED)
+        return self not in (
+            ProjectionState.BACKING_OFF,
+            ProjectionState.RETRYING,
+            ProjectionState.STOPPED,
+        )
 
 
 @dataclass(frozen=True)
@@ -161,9 +175,12 @@ class _Supervised:
     stopped: bool = False
     halted: DeadLetter | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dead_letters_ready: bool = False
     restarts: int = 0
     last_error: str | None = None
     retry_at: float | None = None
+    #: restarted after an error, and no batch committed since
+    retrying: bool = False
     started_at: float = 0.0
     batches: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     #: (checkpoint, wall-clock time) of each recent commit
@@ -193,9 +210,12 @@ class _Supervised:
             return ProjectionState.STANDING_BY
         if status.running and status.position >= status.catch_up_target:
             return ProjectionState.RUNNING
+        if self.retrying:
+            return ProjectionState.RETRYING
         return ProjectionState.CATCHING_UP
 
     async def record_batch(self, handled: int) -> None:
+        self.retrying = False
         now = time.monotonic()
         self.batches.append((now, handled))
         self.applied.append((self.runner.status.position, time.time()))
@@ -374,7 +394,7 @@ class Supervisor:
             if entry.role is VersionRole.RETIRED:  # its dead letters went with its tables
                 reports.append(report)
                 continue
-            tables = entry.runner.projection.dead_letters
+            tables = await self._dead_letters(entry)
             state = report.state
             # A projection at work here is not halted (it clears a stored halt as it passes)
             alive = state in (ProjectionState.RUNNING, ProjectionState.CATCHING_UP)
@@ -415,10 +435,10 @@ class Supervisor:
 
         A projection running in this process wakes the wait as soon as it commits a batch; any
         other (standing by, backing off, or run by another process) is followed through the
-        checkpoint stored in the read store. A projection halted in this process is not waited
-        for: it would never get there, and its read model answers as of its halt (which
-        :meth:`report` shows). Raises :class:`~cqrskit.StoreUnavailable` when
-        the read store cannot be reached.
+        checkpoint stored in the read store. A halted projection (here, or as recorded in the
+        read store by the process that runs it) is not waited for: it would never get there,
+        and its read model answers as of its halt (which :meth:`report` shows). Raises
+        :class:`~cqrskit.StoreUnavailable` when the read store cannot be reached.
         """
         deadline = time.monotonic() + timeout
         for name in dict.fromkeys(entry.name for entry in self._supervised.values()):
@@ -477,7 +497,7 @@ class Supervisor:
     async def _halt(self, entry: _Supervised) -> None:
         task, entry.task = entry.task, None
         entry.stopped = True
-        entry.retry_at = None
+        entry.retry_at, entry.retrying = None, False
         if task is None or task.done():
             return
         # Cancelled again until it ends: a library's asyncio.wait_for (psycopg_pool waiting for
@@ -538,7 +558,7 @@ class Supervisor:
                 exc_info=not isinstance(error, StoreUnavailable | ReadModelMismatch),
             )
             await asyncio.sleep(delay)
-            entry.retry_at = None
+            entry.retry_at, entry.retrying = None, True
             entry.restarts += 1
             log.info("projection %s restarting (restart %d)", entry.name, entry.restarts)
 
@@ -676,11 +696,28 @@ class Supervisor:
                     return True
             elif await self._read.checkpoint(entry.key) >= position:
                 return True
+            elif pause == 0.001 and await self._halted_before(entry, position):
+                return True  # halted elsewhere (a worker): it would never get there
             else:
                 await asyncio.sleep(max(0.0, min(pause, remaining)))
                 pause = min(pause * 2, 0.05)
             if time.monotonic() >= deadline:
                 return False
+
+    async def _halted_before(self, entry: _Supervised, position: int) -> bool:
+        """Whether another process runs the projection and it halted before ``position``."""
+        if entry.task is not None and not entry.task.done():
+            return False  # it runs here (resumed, or standing by): it may get past it
+        halt = await halted_event(self._read, await self._dead_letters(entry))
+        return halt is not None and halt.position <= position
+
+    async def _dead_letters(self, entry: _Supervised) -> DeadLetterTables:
+        """The projection's dead-letter tables, created if no runner has yet."""
+        tables = entry.runner.projection.dead_letters
+        if not entry.dead_letters_ready:
+            await self._read.setup(tables.tables)
+            entry.dead_letters_ready = True
+        return tables
 
 
 async def verify_read_model(

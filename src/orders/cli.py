@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from importlib import metadata
@@ -141,11 +143,13 @@ def run_with_app(
     *,
     settings: Settings | None = None,
     existing: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
     """Build the app for ``db``, run ``work`` and close; map every failure to one line + exit.
 
     With ``existing`` (commands that only read), a store that does not exist is an error
-    rather than created: a mistyped ``--db`` creates nothing.
+    rather than created: a mistyped ``--db`` creates nothing. ``loop_factory`` makes the
+    event loop (asyncio's default when None).
     """
 
     async def main() -> T:
@@ -164,7 +168,8 @@ def run_with_app(
                 await orders_app.close()
 
     try:
-        return asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(main())
     except (
         DomainError,
         StreamNotFound,
@@ -749,6 +754,16 @@ def serve(
             "--node-name", help="This node's name (its JetStream consumers).", show_default=False
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Serve from N processes sharing the port (PostgreSQL stores only); the "
+            "projections run in one of them at a time (leases).",
+        ),
+    ] = 1,
+    listen_fd: Annotated[int | None, typer.Option("--listen-fd", hidden=True)] = None,
 ) -> None:
     """Run the HTTP service (dashboard at /, API docs at /docs) until SIGINT/SIGTERM; the
     projections run beside it."""
@@ -759,14 +774,53 @@ def serve(
         db_url=db, nats_url=nats, nats_stream=stream, read_db_url=read_db, node_name=node_name,
         partitioned=_partitioned(nats, read_db),
     )  # fmt: skip
+    if workers > 1:
+        _refuse_workers(settings)
+
+        def worker(index: int, fd: int) -> list[str]:
+            # the same options, resolved (the environment is inherited as well)
+            command = [sys.executable, "-m", "orders", "serve", "--listen-fd", str(fd)]
+            command += ["--db", settings.db_url]
+            command += ["--no-projections"] if no_projections else []
+            command += ["--demo"] if demo and index == 0 else []
+            command += ["--nats", nats] if nats else []
+            command += ["--stream", stream] if stream else []
+            command += ["--node-name", node_name] if node_name else []
+            return command
+
+        raise typer.Exit(server.serve_in_workers(worker, workers, host, port))
+    listener = None if listen_fd is None else socket.socket(fileno=listen_fd)
 
     async def work(orders_app: OrdersApp) -> None:
         if demo and await orders_app.head_position() == 0:
             for command in DEMO_COMMANDS:
                 await orders_app.send(command)
-        await server.serve(orders_app, host=host, port=port, run_projections=not no_projections)
+        await server.serve(
+            orders_app,
+            host=host,
+            port=port,
+            run_projections=not no_projections,
+            listener=listener,
+        )
 
-    run_with_app(db, work, settings=settings)
+    run_with_app(db, work, settings=settings, loop_factory=server.event_loop_factory())
+
+
+def _refuse_workers(settings: Settings) -> None:
+    """Several worker processes need a store that several processes write safely."""
+    if scheme_of(settings.db_url) not in ("postgresql", "postgres"):
+        _fail(
+            f"--workers needs a PostgreSQL store, not {redact(settings.db_url)}: a SQLite "
+            "store commits through one writer thread of one process (and a memory store "
+            "lives in one process); serve it from one process (leave out --workers)",
+            EXIT_INVALID,
+        )
+    if settings.read_db_url is not None:
+        _fail(
+            "--workers cannot share one --read-db between processes; run one process per "
+            "node's read model",
+            EXIT_INVALID,
+        )
 
 
 @app.command()

@@ -10,6 +10,9 @@ from typing import Any
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
+# what json.dumps(line, default=str) would build for every record
+_encoder = json.JSONEncoder(default=str)
+
 
 class JsonFormatter(logging.Formatter):
     """Each record as one JSON line: time, level, logger, message and structured fields
@@ -27,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _encoder.encode(line)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

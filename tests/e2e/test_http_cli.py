@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,37 +16,18 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import fresh_db_url, new_id
+from tests.support.services import (
+    ORDERS,
+    Process,
+    kill_all,
+    read_response,
+    received_by_server,
+    refused,
+    serve,
+)
 from tests.support.waiting import DEADLINE, until_sync
 
-ORDERS = str(Path(sys.executable).with_name("orders"))
 PEN = {"name": "Pen", "price": "2.00", "quantity": 3}
-
-
-class Process:
-    """An ``orders`` subprocess with its stderr (JSON log lines) in a file."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.log = cwd / f"orders-{args[0]}-{time.monotonic_ns()}.log"
-        # A read with a token waits for the projections up to this long: only a broken
-        # service takes that long, a busy machine never does.
-        env = {**os.environ, "CQRSKIT_CONSISTENCY_TIMEOUT": str(DEADLINE)}
-        env.pop("CQRSKIT_DB", None)
-        with self.log.open("wb") as sink:
-            self.popen = subprocess.Popen(
-                [ORDERS, *args], cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT
-            )
-
-    def lines(self) -> list[dict[str, object]]:
-        found = []
-        for line in self.log.read_text().splitlines():
-            if line.startswith("{"):
-                found.append(json.loads(line))
-        return found
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
 
 
 @pytest.fixture
@@ -63,32 +41,7 @@ def db_url(
 def processes() -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
-    for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait(10)
-
-
-SERVING = re.compile(r"serving on (http://127\.0\.0\.1:\d+)/")
-
-
-def serve(processes: list[Process], tmp_path: Path, db_url: str, *extra: str) -> str:
-    """Start ``orders serve`` on a port the system chooses (it says which) and wait until it
-    answers."""
-    process = Process("serve", "--port", "0", "--db", db_url, *extra, cwd=tmp_path)
-    processes.append(process)
-
-    def announced() -> re.Match[str] | None:
-        assert process.popen.poll() is None, process.log.read_text()
-        return SERVING.search(process.log.read_text())
-
-    until_sync(lambda: announced() is not None, what="orders serve listening")
-    found = announced()
-    assert found is not None
-    url = found[1]
-    with httpx.Client(base_url=url) as client:
-        assert client.get("/healthz").status_code == 200
-    return url
+    kill_all(started)
 
 
 def test_serve_answers_logs_each_request_and_stops_cleanly_on_sigterm(
@@ -150,41 +103,6 @@ def test_a_separate_projection_worker_feeds_the_read_model(
     assert processes[0].stop() == 0
 
 
-def _received_by_server(server_port: int, client: socket.socket) -> bool:
-    """Whether the server has accepted ``client``'s connection and read all it was sent.
-
-    Until the process reads them, bytes wait in the kernel's receive queue of the server-side
-    socket (even before ``accept``): an empty queue means the request is in the server's hands.
-    """
-    client_port = client.getsockname()[1]
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, queues = fields[1], fields[2], fields[4]
-        if int(local.split(":")[1], 16) == server_port and (
-            int(remote.split(":")[1], 16) == client_port
-        ):
-            return int(queues.split(":")[1], 16) == 0
-    return False
-
-
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-def _response(sock: socket.socket) -> tuple[int, dict[str, object]]:
-    """Read an HTTP response to the end of the connection: (status, JSON body)."""
-    raw = b""
-    while chunk := sock.recv(65536):
-        raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body)
-
-
 def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
     tmp_path: Path, db_url: str, processes: list[Process]
 ) -> None:
@@ -224,11 +142,11 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
                     b"Content-Length: %d\r\n\r\n%s" % (len(content), content[:10])
                 )
             until_sync(
-                lambda: all(_received_by_server(port, sock) for sock in held.values()),
+                lambda: all(received_by_server(port, sock) for sock in held.values()),
                 what="the held requests in the server's hands",
             )
             processes[0].popen.send_signal(signal.SIGTERM)
-            until_sync(lambda: _refused(port), what="the server refusing new connections")
+            until_sync(lambda: refused(port), what="the server refusing new connections")
             until_sync(
                 lambda: "Waiting for connections to close" in processes[0].log.read_text(),
                 what="the server waiting for the requests in flight",
@@ -238,7 +156,7 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
                 sock.sendall(body(order_id)[10:])
             for order_id, sock in held.items():
                 with sock:
-                    status, created = _response(sock)
+                    status, created = read_response(sock)
                 assert status == 201, created
                 assert created["order_id"] == order_id
                 acknowledged.add(order_id)
@@ -265,6 +183,18 @@ def test_in_flight_commands_finish_on_sigterm_and_stay_acknowledged(
     assert acknowledged <= stored
 
 
+def run_orders(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``orders *args`` to its end, its output captured (one line per message: wide)."""
+    return subprocess.run(
+        [ORDERS, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
 @pytest.mark.parametrize(
     ("command", "db"),
     [
@@ -277,15 +207,45 @@ def test_an_unreachable_store_is_one_line_and_a_non_zero_exit(
     tmp_path: Path, command: str, db: str
 ) -> None:
     port = ["--port", "0"] if command == "serve" else []
-    result = subprocess.run(
-        [ORDERS, command, "--db", db, *port],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    result = run_orders(tmp_path, command, "--db", db, *port)
     assert result.returncode == 3, result.stdout + result.stderr
     assert result.stdout.startswith("error:")
     assert len(result.stdout.strip().splitlines()) == 1
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_workers_share_the_port_read_each_others_writes_and_stop_together(
+    tmp_path: Path, request: pytest.FixtureRequest, processes: list[Process]
+) -> None:
+    from tests.support.postgres import fresh_url
+
+    url = serve(processes, tmp_path, fresh_url(request), "--workers", "2")
+    created = []
+    for n in range(20):
+        # a connection per request, so that both workers take some
+        with httpx.Client(base_url=url) as client:
+            body = {"order_id": new_id("ORD"), "customer_id": f"C{n}", "items": [PEN]}
+            answer = client.post("/orders", json=body)
+            assert answer.status_code == 201, answer.text
+            created.append((body["order_id"], answer.headers["Consistency-Token"]))
+    for order_id, token in created:
+        with httpx.Client(base_url=url) as client:
+            read = client.get(f"/orders/{order_id}", headers={"Consistency-Token": token})
+            assert read.status_code == 200, read.text
+            assert read.json()["total"] == "6.00"
+    (parent,) = processes
+    started = {
+        line["msg"] for line in parent.lines() if str(line["msg"]).startswith("Started server")
+    }
+    assert len(started) == 2  # one line per worker process, each naming its pid
+    assert parent.stop() == 0
+    stopped = [line for line in parent.lines() if str(line["msg"]).startswith("server stopped")]
+    assert len(stopped) == 2
+
+
+def test_workers_are_refused_on_sqlite_with_a_clear_message(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/o.db"
+    result = run_orders(tmp_path, "serve", "--workers", "2", "--port", "0", "--db", db)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--workers needs a PostgreSQL store" in result.stdout
+    assert not (tmp_path / "o.db").exists()

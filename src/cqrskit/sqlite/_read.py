@@ -9,6 +9,7 @@ read back as an aware ``datetime``.
 from __future__ import annotations
 
 import asyncio
+import operator
 import re
 import sqlite3
 import threading
@@ -60,9 +61,11 @@ def _encode_json(value: Any) -> str:
 
 
 def _encode_timestamp(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError(f"TIMESTAMP values must be timezone-aware, got {value!r}")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:  # recorded_at is in UTC already: no conversion
+        if value.tzinfo is None:
+            raise ValueError(f"TIMESTAMP values must be timezone-aware, got {value!r}")
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 _ENCODERS: dict[ColumnType, Converter | None] = {
@@ -87,7 +90,14 @@ class _TableSql:
         self.names = table.column_names
         types = {column.name: column.type for column in table.columns}
         self.encoders = {name: _ENCODERS[types[name]] for name in self.names}
-        self._row_encoders = [(name, self.encoders[name]) for name in self.names]
+        # A row's values in column order by one C call, then the few columns that need
+        # converting (JSON, TIMESTAMP) by position.
+        self._values = operator.itemgetter(*self.names)
+        self._converted = [
+            (index, encode)
+            for index, encode in enumerate(self.encoders[name] for name in self.names)
+            if encode is not None
+        ]
         self._key_encoders = [self.encoders[name] for name in table.key]
         self._decoders = [(name, _DECODERS[types[name]]) for name in self.names]
         self._plain = all(decode is None for _, decode in self._decoders)
@@ -133,11 +143,18 @@ class _TableSql:
             return value
         return None if value is None else encode(value)
 
-    def encode_row(self, row: Row) -> tuple[Any, ...]:
-        return tuple(
-            value if encode is None or value is None else encode(value)
-            for value, encode in ((row[name], encode) for name, encode in self._row_encoders)
-        )
+    def encode_row(self, row: Row) -> Sequence[Any]:
+        values = self._values(row)
+        if len(self.names) == 1:
+            return (values,)
+        if not self._converted:
+            return values  # type: ignore[no-any-return]
+        converted = list(values)
+        for index, encode in self._converted:
+            value = converted[index]
+            if value is not None:
+                converted[index] = encode(value)
+        return converted
 
     def encode_key(self, key: Key) -> tuple[Any, ...]:
         if len(key) != len(self._key_encoders):

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.http.metrics import Metrics
@@ -26,6 +27,9 @@ class RequestLog:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # prometheus_client's labels() checks and locks on every call; a child per
+        # (method, route, status) is looked up once
+        self._histograms: dict[tuple[str, str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +54,11 @@ class RequestLog:
             order_id = scope.get("path_params", {}).get("order_id")
             if order_id is not None:
                 fields.setdefault("order_id", order_id)
-            self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+            labels = (scope["method"], route, str(status))
+            histogram = self._histograms.get(labels)
+            if histogram is None:
+                histogram = self._histograms[labels] = self.metrics.requests.labels(*labels)
+            histogram.observe(elapsed)
             record = {
                 "method": scope["method"],
                 "path": scope["path"],
@@ -58,4 +66,10 @@ class RequestLog:
                 **fields,
                 "latency_ms": round(elapsed * 1000, 3),
             }
-            access_log.info("request", extra={"http": record})
+            if access_log.isEnabledFor(logging.INFO):
+                # Logger.info() without looking up the caller's frame (always this line)
+                line = access_log.makeRecord(
+                    access_log.name, logging.INFO, __file__, 0, "request", (), None,
+                    extra={"http": record},
+                )  # fmt: skip
+                access_log.handle(line)

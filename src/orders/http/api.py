@@ -14,6 +14,7 @@ from orders.app import OrdersApp
 from orders.http import admin, commands, operations, queries, streams
 from orders.http.access import RequestLog
 from orders.http.jsonbody import BodyLimit
+from orders.http.lean import LeanRoutes
 from orders.http.methods import HeadAsGet
 from orders.http.metrics import Metrics
 from orders.http.pages import install_pages
@@ -82,6 +83,7 @@ def create_api(
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     install(api)
     api.add_middleware(HeadAsGet)
+    api.add_middleware(LeanRoutes, api=api)
     api.add_middleware(BodyLimit)
     api.add_middleware(RequestLog, metrics=service.metrics)
     api.add_middleware(TraceRequests)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from cqrskit import Command, CommandResult
 from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.http import models
-from orders.http.jsonbody import DecimalJSONRoute
+from orders.http.jsonbody import DecimalJSONRoute, json_response
 from orders.http.problems import problem_for
 from orders.http.service import (
     COMMAND_ERRORS,
@@ -52,14 +52,18 @@ async def _execute(
         fields["outcome"] = outcome
 
 
-def _accepted(response: Response, order_id: str, result: CommandResult) -> models.CommandAccepted:
+def _accepted(
+    order_id: str, result: CommandResult, status_code: int = 200, location: str | None = None
+) -> Response:
+    """The ``models.CommandAccepted`` document, with the token also as a header."""
     token = str(result.position)
-    response.headers["Consistency-Token"] = token
+    headers = {"Consistency-Token": token}
+    if location is not None:
+        headers["Location"] = location
     if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return models.CommandAccepted(
-        order_id=order_id, version=result.version, consistency_token=token
-    )
+        headers["Idempotent-Replayed"] = "true"
+    document = {"order_id": order_id, "version": result.version, "consistency_token": token}
+    return json_response(document, status_code, headers)
 
 
 def _line(item: models.ItemIn) -> LineItem:
@@ -83,9 +87,8 @@ async def create_order(
     body: models.CreateOrderIn,
     service: ServiceDep,
     request: Request,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> models.CommandAccepted:
+) -> Response:
     """Create a draft order (``CreateOrder``). Answers 201 with the order id and a token."""
     order_id = body.order_id or _new_order_id(idempotency_key)
     log_order(request, order_id)
@@ -93,8 +96,7 @@ async def create_order(
     items = tuple(_line(item) for item in body.items)
     command = CreateOrder(order_id=order_id, customer_id=body.customer_id, items=items)
     result = await _execute(service, request, command, idempotency_key)
-    response.headers["Location"] = f"/orders/{order_id}"
-    return _accepted(response, order_id, result)
+    return _accepted(order_id, result, 201, location=f"/orders/{order_id}")
 
 
 @router.post(
@@ -108,16 +110,15 @@ async def add_item(
     body: models.ItemIn | models.ItemsIn,
     service: ServiceDep,
     request: Request,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> models.CommandAccepted:
+) -> Response:
     """Add items to a draft order (``AddItems``): one item (``{"name", "price", "quantity"}``)
     or several (``{"items": [...]}``), in one event."""
     log_order(request, order_id)
     lines = (body,) if isinstance(body, models.ItemIn) else body.items
     command = AddItems(order_id=order_id, items=tuple(_line(item) for item in lines))
     result = await _execute(service, request, command, idempotency_key)
-    return _accepted(response, order_id, result)
+    return _accepted(order_id, result)
 
 
 @router.post(
@@ -130,10 +131,9 @@ async def submit_order(
     order_id: OrderIdPath,
     service: ServiceDep,
     request: Request,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> models.CommandAccepted:
+) -> Response:
     """Submit a draft order (``SubmitOrder``)."""
     log_order(request, order_id)
     result = await _execute(service, request, SubmitOrder(order_id=order_id), idempotency_key)
-    return _accepted(response, order_id, result)
+    return _accepted(order_id, result)

@@ -25,11 +25,33 @@ __all__ = [
     "BodyLimit",
     "DecimalJSONRequest",
     "DecimalJSONRoute",
+    "decode_json",
+    "json_response",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_json(body: bytes) -> Any:
+    """A JSON document with every non-integer number as an exact :class:`~decimal.Decimal`
+    (``msgspec.DecodeError``, a ``ValueError``, when it is not JSON)."""
+    return _decoder.decode(body)
+
+
+def json_response(
+    document: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """``document`` encoded by msgspec straight to bytes (the routes still declare their
+    pydantic models, which make the OpenAPI schema)."""
+    return Response(
+        _encoder.encode(document),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 class DecimalJSONRequest(Request):
@@ -39,7 +61,7 @@ class DecimalJSONRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                self._json = _decoder.decode(body)
+                self._json = decode_json(body)
             except msgspec.DecodeError as error:
                 # FastAPI turns JSONDecodeError (only) into a 422 validation error.
                 raise json.JSONDecodeError(str(error), body.decode("utf-8", "replace"), 0) from None

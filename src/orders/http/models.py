@@ -288,6 +288,7 @@ class ProjectionOut(BaseModel):
         "catching_up",
         "standing_by",
         "backing_off",
+        "retrying",
         "stopped",
         "external",
         "halted",

@@ -26,6 +26,8 @@ from cqrskit import (
     ReadModelMismatch,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
+    UnknownEventType,
 )
 from orders.errors import (
     ConsistencyTimeout,
@@ -36,7 +38,14 @@ from orders.errors import (
 )
 from orders.http.methods import allowed_methods
 
-__all__ = ["PROBLEM_JSON", "Problem", "install", "problem_for", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "install",
+    "problem_for",
+    "problem_reply",
+    "problem_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("orders.http")
@@ -75,8 +84,8 @@ def problem_for(error: BaseException) -> Problem:
     404; business
     rule → 409; a concurrency conflict that outlived the retries → 409 with ``Retry-After``;
     a reused idempotency key → 422; the store
-    unreachable → 503; the read model not caught up with a consistency token → 504; anything
-    else → 500 without internals.
+    unreachable → 503; the read model not caught up with a consistency token → 504; a stored
+    event this release cannot read → 500 naming it; anything else → 500 without internals.
     """
     match error:
         case RequestValidationError():
@@ -140,6 +149,10 @@ def problem_for(error: BaseException) -> Problem:
                 str(error),
                 headers={"Retry-After": "60"},
             )
+        case UndecodableEvent() | UnknownEventType():
+            # Not a bug to hide: the order's history holds an event this release cannot read
+            # (written by a newer release, or an upcaster missing); the detail says which.
+            return Problem(500, "unreadable-event", "Stored event cannot be read", str(error))
         case StoreUnavailable() | ConfigurationError():
             return Problem(
                 503,
@@ -187,7 +200,9 @@ def problem_response(problem: Problem, instance: str) -> JSONResponse:
     )
 
 
-async def _handle(request: Request, error: Exception) -> Response:
+async def problem_reply(request: Request, error: Exception) -> Response:
+    """The problem response for ``error`` raised while handling ``request`` (logged when
+    unexpected, and named in the request's log line)."""
     problem = problem_for(error)
     if problem.status == 405:  # Starlette names the methods of one route; a path may have more
         problem.headers["Allow"] = allowed_methods(request.scope)
@@ -218,4 +233,4 @@ def install(api: FastAPI) -> None:
         ConsistencyTimeout,
         Exception,
     ):
-        api.add_exception_handler(error_type, _handle)
+        api.add_exception_handler(error_type, problem_reply)

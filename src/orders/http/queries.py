@@ -3,15 +3,15 @@ an order's event stream from the event store."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from cqrskit import RecordedEvent
 from orders.errors import OrderNotFound
 from orders.http import models
-from orders.http.jsonbody import DecimalJSONRoute
+from orders.http.jsonbody import DecimalJSONRoute, json_response
 from orders.http.service import (
     QUERY_ERRORS,
     ConsistencyToken,
@@ -30,6 +30,7 @@ __all__ = [
     "Order",
     "daily_out",
     "dashboard_out",
+    "order_document",
     "order_out",
     "page_out",
     "router",
@@ -49,20 +50,25 @@ async def _read_your_writes(service: Service, token: str | None) -> None:
         await service.app.read_your_writes(int(token))
 
 
-def order_out(view: OrderView) -> models.OrderOut:
-    return models.OrderOut(
-        order_id=view.order_id,
-        customer_id=view.customer_id,
-        status=view.status,
-        items=[
-            models.ItemOut(name=i.name, price=format_amount(i.price), quantity=i.quantity)
+def order_document(view: OrderView) -> dict[str, Any]:
+    """The ``models.OrderOut`` document of ``view``, ready for msgspec to encode."""
+    return {
+        "order_id": view.order_id,
+        "customer_id": view.customer_id,
+        "status": view.status,
+        "items": [
+            {"name": i.name, "price": format_amount(i.price), "quantity": i.quantity}
             for i in view.items
         ],
-        total=format_amount(view.total),
-        item_count=view.item_count,
-        created_at=view.created_at,
-        submitted_at=view.submitted_at,
-    )
+        "total": format_amount(view.total),
+        "item_count": view.item_count,
+        "created_at": view.created_at,
+        "submitted_at": view.submitted_at,
+    }
+
+
+def order_out(view: OrderView) -> models.OrderOut:
+    return models.OrderOut.model_validate(order_document(view))
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="orders per page")]
@@ -83,14 +89,14 @@ Cursor = Annotated[
 )
 async def get_order(
     order_id: OrderIdPath, service: ServiceDep, request: Request, token: ConsistencyToken = None
-) -> models.OrderOut:
+) -> Response:
     """One order, from the read model."""
     log_order(request, order_id)
     await _read_your_writes(service, token)
     view = await service.app.queries.get_order(order_id)
     if view is None:
         raise OrderNotFound(order_id)
-    return order_out(view)
+    return json_response(order_document(view))
 
 
 @router.get(
