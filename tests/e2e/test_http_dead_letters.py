@@ -151,3 +151,19 @@ def test_discarding_an_orders_dead_letters_over_http(start_server: StartServer) 
         {"projection": "order_stats", "discarded": 1},
     ]
     assert dashboard["total_revenue"] == "11.00"  # without the discarded event
+
+
+def test_a_command_on_an_order_whose_history_this_release_cannot_read_names_the_event(
+    start_server: StartServer,
+) -> None:
+    running = start_server()
+    with running.client() as client:
+        given_a_bad_event(client, running.settings.db_url)
+
+        refused = client.post("/orders/A/items", json=CAP)
+
+    assert refused.status_code == 500
+    problem = refused.json()
+    assert problem["type"] == "/problems/unreadable-event"
+    assert problem["title"] == "Stored event cannot be read"
+    assert problem["detail"].startswith("event ItemsAdded v2 (stream 'order-A' version 2)")

@@ -527,6 +527,25 @@ async def test_subscribe_all_catches_up_then_follows_live_appends(backend: Backe
         assert received.empty()
 
 
+async def test_subscribe_all_hands_out_batches_of_at_most_batch_size(backend: Backend) -> None:
+    store, stream = backend.events, _stream()
+    start = await store.head_position()
+    events = _events(5)
+    await store.append(stream, events, NO_STREAM)
+    batches: list[list[RecordedEvent]] = []
+
+    async def consume() -> None:
+        async for batch in store.subscribe_all(start, 2):
+            batches.append(batch)
+            if sum(len(b) for b in batches) == len(events):
+                return
+
+    async with asyncio.timeout(_TIMEOUT):
+        await consume()
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    assert [e.event_id for batch in batches for e in batch] == _ids(events)
+
+
 async def test_subscribe_all_starts_after_the_given_position(backend: Backend) -> None:
     store, stream = backend.events, _stream()
     events = _events(4)

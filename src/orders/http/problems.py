@@ -26,6 +26,8 @@ from cqrskit import (
     ReadModelMismatch,
     StoreUnavailable,
     StreamNotFound,
+    UndecodableEvent,
+    UnknownEventType,
 )
 from orders.errors import (
     ConsistencyTimeout,
@@ -82,8 +84,8 @@ def problem_for(error: BaseException) -> Problem:
     404; business
     rule → 409; a concurrency conflict that outlived the retries → 409 with ``Retry-After``;
     a reused idempotency key → 422; the store
-    unreachable → 503; the read model not caught up with a consistency token → 504; anything
-    else → 500 without internals.
+    unreachable → 503; the read model not caught up with a consistency token → 504; a stored
+    event this release cannot read → 500 naming it; anything else → 500 without internals.
     """
     match error:
         case RequestValidationError():
@@ -147,6 +149,10 @@ def problem_for(error: BaseException) -> Problem:
                 str(error),
                 headers={"Retry-After": "60"},
             )
+        case UndecodableEvent() | UnknownEventType():
+            # Not a bug to hide: the order's history holds an event this release cannot read
+            # (written by a newer release, or an upcaster missing); the detail says which.
+            return Problem(500, "unreadable-event", "Stored event cannot be read", str(error))
         case StoreUnavailable() | ConfigurationError():
             return Problem(
                 503,
