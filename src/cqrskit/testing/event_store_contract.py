@@ -279,6 +279,21 @@ async def test_racing_writers_that_retry_each_win_a_distinct_version(backend: Ba
 # --- atomicity and idempotency -----------------------------------------------------------------
 
 
+async def test_a_one_event_append_stores_its_own_version_and_position_under_its_key(
+    backend: Backend,
+) -> None:
+    store, stream = backend.events, _stream()
+    await store.append(stream, _events(1), NO_STREAM)
+    key = IdempotencyRecord(key=f"key-{uuid4()}", fingerprint="one")
+
+    result = await store.append(stream, _events(1), 1, idempotency=key)
+
+    stored = await store.find_idempotent_result(key.key)
+    assert stored is not None
+    assert (stored.stream_id, stored.version, stored.position) == (stream, 2, result.position)
+    assert result.position == (await store.read_stream(stream))[-1].position
+
+
 async def test_a_duplicate_idempotency_key_aborts_the_whole_append(backend: Backend) -> None:
     store = backend.events
     key = IdempotencyRecord(key=f"key-{uuid4()}", fingerprint="first")
