@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -231,6 +232,14 @@ def rewrite(out_dir: Path, console: Console) -> None:
     write(out_dir, table_rows, measurements, document)
 
 
+#: the sections measured apart from the main run (their results file, the module that renders
+#: them), kept when this report rewrites RESULTS.md
+MEASURED_APART = (
+    ("sse_results.json", "benchmarks.sse_load"),
+    ("scaleout_results.json", "benchmarks.scaleout"),
+)
+
+
 def markdown(table_rows: list[Row], context: dict[str, Any]) -> str:
     m, v, s = context["machine"], context["versions"], context["sizes"]
     lines = [
@@ -277,11 +286,11 @@ def markdown(table_rows: list[Row], context: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Notes on single figures:", ""]
         lines += [f"- {BACKEND_NAMES[r.backend]}, {r.label}: {r.note}" for r in notes]
-    live_streams = HERE / "sse_results.json"
-    if live_streams.exists():  # measured apart, by benchmarks/sse_load.py
-        from benchmarks.sse_load import section
-
-        lines += ["", section(json.loads(live_streams.read_text()))]
+    for results_file, module in MEASURED_APART:
+        measured = HERE / results_file
+        if measured.exists():
+            section = importlib.import_module(module).section
+            lines += ["", section(json.loads(measured.read_text()))]
     if NOTES.exists():
         lines += ["", NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks import workload as w
 from benchmarks.databases import databases
+from benchmarks.sections import write_section
 from cqrskit import PartitionedProgress, ProjectionRunner
 from cqrskit.backends import open_read_store
 from cqrskit.nats import JetStreamLog, JetStreamSource, Relay
@@ -345,17 +346,6 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, results_md: Path = HERE / "RESULTS.md") -> None:
-    document = results_md.read_text() if results_md.exists() else ""
-    if MARK_START in document:
-        before = document.split(MARK_START, 1)[0]
-        after = document.split(MARK_END, 1)[1]
-        document = before + text + after
-    else:
-        document = document.rstrip("\n") + "\n\n" + text + "\n"
-    results_md.write_text(document)
-
-
 FULL = {"orders": 10000, "workers": [1, 2, 4], "lag_rate": 200.0, "lag_seconds": 10.0}
 QUICK = {"orders": 120, "workers": [1, 2], "lag_rate": 50.0, "lag_seconds": 1.0}
 
@@ -369,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if not (args.quick or args.no_write):
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        write_section(section(result))
+        write_section(section(result), MARK_START, MARK_END)
     return 0 if result["verified"] else 1
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from benchmarks.http_bench import free_port, start_server, stop_server
 from benchmarks.http_load import create_request, read_response
 from benchmarks.measure import percentile
+from benchmarks.sections import write_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "sse_results.json"
@@ -224,17 +225,6 @@ def section(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, results_md: Path = HERE / "RESULTS.md") -> None:
-    document = results_md.read_text() if results_md.exists() else ""
-    if MARK_START in document:
-        before = document.split(MARK_START, 1)[0]
-        after = document.split(MARK_END, 1)[1]
-        document = before + text + after
-    else:
-        document = document.rstrip("\n") + "\n\n" + text + "\n"
-    results_md.write_text(document)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sse_load", description=__doc__)
     parser.add_argument("--clients", type=int, default=100)
@@ -255,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results, indent=2))
     if not args.no_write:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        write_section(section(results))
+        write_section(section(results), MARK_START, MARK_END)
     return 0 if all(result["verified"] for result in results) else 1
 
 

@@ -6,8 +6,6 @@ PostgreSQL."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -18,18 +16,11 @@ from orders.domain import UPCASTERS
 from tests.e2e.conftest import StartServer
 from tests.e2e.server import ServerThread
 from tests.e2e.test_cli_dead_letters import FIX, NEWER_ITEMS_ADDED, append_newer_event
-from tests.support.waiting import DEADLINE
+from tests.support.waiting import until_sync
 
 PEN = {"name": "Pen", "price": "1.50", "quantity": 2}
 INK = {"name": "Ink", "price": "3.00", "quantity": 1}
 CAP = {"name": "Cap", "price": "5.00", "quantity": 1}
-
-
-def eventually(probe: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not probe():
-        assert time.monotonic() < deadline, f"{what} did not happen"
-        time.sleep(0.01)
 
 
 def metric(client: httpx.Client, name: str, projection: str, extra: str = "") -> float:
@@ -65,7 +56,7 @@ def test_a_bad_event_is_parked_or_halts_and_readyz_metrics_and_the_admin_routes_
     with running.client() as client:
         bad, token = given_a_bad_event(client, running.settings.db_url)
         order = client.get("/orders/B", headers={"Consistency-Token": token})
-        eventually(lambda: projection(client, "order_stats")["state"] == "halted", "the halt")
+        until_sync(lambda: projection(client, "order_stats")["state"] == "halted", what="the halt")
         ready = client.get("/readyz")
         stats = projection(client, "order_stats")
         listed = client.get("/projections/orders/dead-letters").json()["dead_letters"]
@@ -118,8 +109,8 @@ def test_a_bad_event_is_parked_or_halts_and_readyz_metrics_and_the_admin_routes_
     finally:
         fixed.stop()
     with running.client() as client:
-        eventually(lambda: projection(client, "order_stats")["state"] == "running", "resuming")
-        eventually(lambda: projection(client, "order_stats")["lag_events"] == 0, "catching up")
+        until_sync(lambda: projection(client, "order_stats")["state"] == "running", what="resuming")
+        until_sync(lambda: projection(client, "order_stats")["lag_events"] == 0, what="catching up")
         dashboard = client.get("/stats/dashboard").json()
         after = client.get("/readyz").json()
 
@@ -136,14 +127,14 @@ def test_discarding_an_orders_dead_letters_over_http(start_server: StartServer) 
     running = start_server()
     with running.client() as client:
         given_a_bad_event(client, running.settings.db_url)
-        eventually(lambda: projection(client, "orders")["dead_letters"] == 1, "the parking")
-        eventually(lambda: projection(client, "order_stats")["state"] == "halted", "the halt")
+        until_sync(lambda: projection(client, "orders")["dead_letters"] == 1, what="the parking")
+        until_sync(lambda: projection(client, "order_stats")["state"] == "halted", what="the halt")
 
         discarded = [
             client.post(f"/projections/{name}/dead-letters/discard", params={"order_id": "A"})
             for name in ("orders", "order_stats")
         ]
-        eventually(lambda: projection(client, "order_stats")["lag_events"] == 0, "resuming")
+        until_sync(lambda: projection(client, "order_stats")["lag_events"] == 0, what="resuming")
         dashboard = client.get("/stats/dashboard").json()
 
     assert [response.json() for response in discarded] == [

@@ -3,8 +3,6 @@ tokens beyond the log, and a read model that is not the event store's."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,16 +13,10 @@ from tests.e2e.conftest import new_id
 from tests.e2e.server import ServerThread
 from tests.e2e.test_cli import run
 from tests.e2e.test_http_errors import assert_problem
+from tests.support.waiting import until_sync
 
 PEN = {"name": "Pen", "price": "1.50", "quantity": 1}
 INVISIBLE = ["\u200b", "\u200e\u200f", "\u2028", " \u202e ", "\ufeff\u2060", "\u3164", "\U000e0020"]
-
-
-def eventually(probe: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def events_of(client: httpx.Client, order_id: str) -> int:
@@ -147,7 +139,7 @@ def test_a_read_model_of_another_store_is_refused_until_a_rebuild_then_served(
             rebuilt = run("projections", "rebuild", cwd=tmp_path, db=db)
             assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
 
-            eventually(lambda: client.get("/readyz").status_code == 200)
+            until_sync(lambda: client.get("/readyz").status_code == 200)
             token = {"Consistency-Token": created.headers["Consistency-Token"]}
             drafts = client.get("/orders", params={"status": "draft"}, headers=token).json()
             assert [o["order_id"] for o in drafts["orders"]] == [created.json()["order_id"]]

@@ -5,8 +5,7 @@ service."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,15 +17,9 @@ from orders.app import Settings, build_app
 from orders.http.api import create_api
 from tests.e2e.server import ServerThread
 from tests.support.flaky import FlakyReadStore
+from tests.support.waiting import until_sync
 
 PEN = {"name": "Pen", "price": "1.50", "quantity": 1}
-
-
-def eventually(probe: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def restarts(metrics: str, projection: str) -> float:
@@ -64,14 +57,14 @@ def test_a_projection_that_cannot_write_makes_readyz_503_until_it_recovers_by_it
         def backing_off() -> bool:
             return client.get("/readyz").status_code == 503
 
-        eventually(backing_off)
+        until_sync(backing_off)
         ready = client.get("/readyz").json()
         assert ready["store"] == "reachable"
         assert {p["state"] for p in ready["projections"]} == {"backing_off"}
         assert all("disk I/O error" in p["last_error"] for p in ready["projections"])
         assert any("projection orders is backing_off" in r for r in ready["reasons"])
         assert client.get("/healthz").status_code == 200
-        eventually(lambda: restarts(client.get("/metrics").text, "orders") >= 1)
+        until_sync(lambda: restarts(client.get("/metrics").text, "orders") >= 1)
         metrics = client.get("/metrics").text
         assert 'cqrskit_projection_state{projection="orders",state="backing_off"} 1.0' in metrics
         assert 'cqrskit_projection_running{projection="orders"} 0.0' in metrics
@@ -80,7 +73,7 @@ def test_a_projection_that_cannot_write_makes_readyz_503_until_it_recovers_by_it
         token = {"Consistency-Token": created.headers["Consistency-Token"]}
         order = client.get(f"/orders/{created.json()['order_id']}", headers=token)
         assert order.status_code == 200, order.text
-        eventually(lambda: client.get("/readyz").status_code == 200)
+        until_sync(lambda: client.get("/readyz").status_code == 200)
         ready = client.get("/readyz").json()
         assert ready["reasons"] == []
         assert {p["state"] for p in ready["projections"]} == {"running"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
@@ -26,18 +25,11 @@ from orders.domain import EVENT_TYPES, AddItems, CreateOrder, LineItem
 from orders.projections import PROJECTIONS
 from tests.support.flaky import FlakyEventStore, FlakyReadStore
 from tests.support.orders import full_replay, snapshot
+from tests.support.waiting import until
 
 CODEC = EventCodec(EVENT_TYPES)
 FAST = Backoff(initial=0.01, maximum=0.05)
 PEN = LineItem(name="Pen", price=Decimal("1.50"), quantity=1)
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.002)
 
 
 async def write_orders(events: InMemoryEventStore, count: int, prefix: str = "ORD") -> int:
@@ -104,13 +96,13 @@ async def test_a_projection_that_fails_backs_off_restarts_and_catches_up_with_no
         assert await supervisor.wait_for_position(head, timeout=10)
         read.failure = StoreUnavailable("database is down")
         head = await write_orders(events, 5, prefix="LATER")
-        await eventually(lambda: states(supervisor) == {ProjectionState.BACKING_OFF})
+        await until(lambda: states(supervisor) == {ProjectionState.BACKING_OFF})
         down = supervisor.status()
         assert not supervisor.ready
-        await eventually(lambda: all(r.restarts >= 2 for r in supervisor.status()))
+        await until(lambda: all(r.restarts >= 2 for r in supervisor.status()))
         read.failure = None
         assert await supervisor.wait_for_position(head, timeout=10)
-        await eventually(lambda: states(supervisor) == {ProjectionState.RUNNING})
+        await until(lambda: states(supervisor) == {ProjectionState.RUNNING})
         up = await supervisor.report()
 
     assert all(r.last_error == "StoreUnavailable: database is down" for r in down)
@@ -137,7 +129,7 @@ async def test_the_backoff_resets_once_a_restarted_projection_makes_progress() -
         for _ in range(3):  # fail, recover, apply, fail again: never a long delay
             read.failure = StoreUnavailable("down")
             head = await write_orders(events, 1, prefix=f"O{_}")
-            await eventually(lambda: states(supervisor) == {ProjectionState.BACKING_OFF})
+            await until(lambda: states(supervisor) == {ProjectionState.BACKING_OFF})
             (report,) = supervisor.status()
             assert report.retry_in is not None
             assert report.retry_in <= 0.02
@@ -162,12 +154,12 @@ async def test_a_projection_catching_up_says_so_until_it_reaches_the_head_it_sta
     supervisor = Supervisor(flaky, read, runners(flaky, read, batch_size=1)[:1])  # type: ignore[arg-type]
 
     async with running(supervisor):
-        await eventually(lambda: supervisor.status()[0].checkpoint == 1)
+        await until(lambda: supervisor.status()[0].checkpoint == 1)
         assert states(supervisor) == {ProjectionState.CATCHING_UP}
         assert supervisor.ready
         gate.set()
         assert await supervisor.wait_for_position(head, timeout=10)
-        await eventually(lambda: states(supervisor) == {ProjectionState.RUNNING})
+        await until(lambda: states(supervisor) == {ProjectionState.RUNNING})
         assert supervisor.status()[0].events_applied == head
         assert supervisor.status()[0].events_per_second > 0
 
@@ -197,10 +189,10 @@ async def test_a_standby_waits_for_the_lease_and_takes_over_when_the_holder_stop
     first.start()
     assert await first.wait_for_position(head, timeout=10)
     async with running(second):
-        await eventually(lambda: states(second) == {ProjectionState.STANDING_BY})
+        await until(lambda: states(second) == {ProjectionState.STANDING_BY})
         assert second.ready
         await first.stop()
-        await eventually(lambda: states(second) == {ProjectionState.RUNNING})
+        await until(lambda: states(second) == {ProjectionState.RUNNING})
         assert await second.wait_for_position(head, timeout=10)
 
 
@@ -251,7 +243,7 @@ async def test_a_failing_handler_is_retried_with_its_traceback_logged(
     supervisor = Supervisor(events, read, [runner], backoff=FAST)
 
     async with running(supervisor):
-        await eventually(lambda: supervisor.status()[0].restarts >= 2)
+        await until(lambda: supervisor.status()[0].restarts >= 2)
         (report,) = supervisor.status()
 
     assert report.last_error == "ValueError: a bug in a handler"
