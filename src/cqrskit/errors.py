@@ -14,6 +14,7 @@ __all__ = [
     "ReadModelMismatch",
     "StoreUnavailable",
     "StreamNotFound",
+    "TableMissing",
     "UndecodableEvent",
     "UnknownCommand",
     "UnknownEventType",
@@ -122,6 +123,18 @@ class CheckpointMoved(CqrsKitError):
         self.projection = projection
         self.expected = expected
         self.actual = actual
+
+
+class TableMissing(CqrsKitError):
+    """A read-model table was read or written that does not exist: it was never set up
+    (:meth:`ReadStore.setup`), or it was dropped (a retired projection version)."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(
+            f"read-model table {table!r} does not exist: set it up first (ReadStore.setup),"
+            " or rebuild the projection that owns it"
+        )
+        self.table = table
 
 
 class ReadModelMismatch(CqrsKitError):

@@ -9,7 +9,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from cqrskit.errors import CheckpointMoved, ConcurrencyError, DuplicateIdempotencyKey
+from cqrskit.errors import (
+    CheckpointMoved,
+    ConcurrencyError,
+    DuplicateIdempotencyKey,
+    TableMissing,
+)
 from cqrskit.messages import NewEvent, RecordedEvent
 from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
 from cqrskit.snapshots import Snapshot
@@ -149,16 +154,25 @@ class InMemoryReadStore:
             raise CheckpointMoved(projection, expected, actual)
         unit = UnitOfWork(self._load)
         write(unit)  # an exception here leaves every table untouched
-        for table, upserts, deletes in unit.changes():
-            rows = self._tables[table.name]
+        changes = [
+            (self._rows(table), table, upserts, deletes)
+            for table, upserts, deletes in unit.changes()
+        ]
+        for rows, table, upserts, deletes in changes:
             for row in upserts:
                 rows[table.key_of(row)] = copy.deepcopy(row)
             for key in deletes:
                 rows.pop(key, None)
         self._checkpoints[projection] = position
 
+    def _rows(self, table: Table) -> dict[Key, Row]:
+        rows = self._tables.get(table.name)
+        if rows is None:
+            raise TableMissing(table.name)
+        return rows
+
     def _load(self, table: Table, key: Key) -> Row | None:
-        row = self._tables[table.name].get(key)
+        row = self._rows(table).get(key)
         return copy.deepcopy(row) if row is not None else None
 
     @contextlib.asynccontextmanager
@@ -206,7 +220,7 @@ class InMemoryReadStore:
         conditions = dict(where or {})
         rows = [
             row
-            for row in self._tables[table.name].values()
+            for row in self._rows(table).values()
             if all(row[name] == value for name, value in conditions.items())
         ]
         if order_by:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
-from cqrskit.errors import StoreUnavailable
+from cqrskit.errors import StoreUnavailable, TableMissing
 from cqrskit.urls import redact
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -80,14 +81,19 @@ def connect_kwargs(url: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def translate_errors(where: str) -> Iterator[None]:
-    """Turn driver errors that mean "the database is not usable" into :class:`StoreUnavailable`.
+def translate_errors(where: str, *, read_model: bool = False) -> Iterator[None]:
+    """Turn driver errors that mean "the database is not usable" into :class:`StoreUnavailable`
+    (and, for ``read_model`` tables, a missing table into :class:`TableMissing`).
 
     Statement errors that reveal a bug (a syntax error, a violated constraint the adapter did not
     expect) propagate unchanged.
     """
     try:
         yield
+    except psycopg.errors.UndefinedTable as error:
+        if not read_model:
+            raise
+        raise TableMissing(_missing_relation(error)) from error
     except psycopg.errors.InsufficientPrivilege as error:
         raise StoreUnavailable(
             f"PostgreSQL at {where} refused the operation: {_first_line(error)}"
@@ -116,6 +122,7 @@ async def fetch_all(
     params: Sequence[Any],
     *,
     binary: bool = False,
+    read_model: bool = False,
 ) -> list[TupleRow]:
     """The rows of a read-only ``query`` run on a pooled connection.
 
@@ -123,7 +130,7 @@ async def fetch_all(
     pooled connection; the pool only learns it on use): the pool's other idle connections are
     checked first, so the retry gets a live one.
     """
-    with translate_errors(where):
+    with translate_errors(where, read_model=read_model):
         try:
             return await _fetch_all(pool, query, params, binary)
         except _Dropped:
@@ -178,6 +185,12 @@ def advisory_key(*parts: str) -> int:
     """A signed 64-bit advisory-lock key for ``parts`` (stable across processes)."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _missing_relation(error: psycopg.errors.UndefinedTable) -> str:
+    # The server names the relation only in its message: 'relation "name" does not exist'.
+    found = re.search(r'relation "(.+?)" does not exist', str(error))
+    return found.group(1) if found else _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

@@ -144,7 +144,7 @@ class PostgresReadStore:
         write: Callable[[ViewTransaction], None],
     ) -> None:
         with (
-            translate_errors(self._where),
+            translate_errors(self._where, read_model=True),
             self._writers.connection() as conn,
             conn.transaction(),
         ):
@@ -168,7 +168,7 @@ class PostgresReadStore:
         return None if row is None else dict(zip(table.column_names, row, strict=True))
 
     async def reset(self, projection: str, tables: Sequence[Table]) -> None:
-        with translate_errors(self._where):
+        with translate_errors(self._where, read_model=True):
             async with self._pool.connection() as conn, conn.transaction():
                 if tables:
                     names = sql.SQL(", ").join(sql.Identifier(table.name) for table in tables)
@@ -265,7 +265,7 @@ class PostgresReadStore:
 
     async def _select(self, query: sql.Composed, params: Sequence[Any], table: Table) -> list[Row]:
         names = table.column_names
-        rows = await fetch_all(self._pool, self._where, query, params)
+        rows = await fetch_all(self._pool, self._where, query, params, read_model=True)
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def _query(self, kind: str, table: Table, *shape: Any) -> sql.Composed:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cqrskit.errors import ConfigurationError, StoreUnavailable
+from cqrskit.errors import ConfigurationError, StoreUnavailable, TableMissing
 
 #: Seconds to wait for the write lock another process holds before giving up (and answering
 #: "unavailable"): short, so that a request during a long lock is answered within about 2 s.
@@ -72,12 +72,27 @@ def is_unavailable(error: sqlite3.Error) -> bool:
     )
 
 
+def missing_table(error: sqlite3.Error) -> str | None:
+    """The table ``error`` says does not exist, if that is what it says."""
+    message = str(error)
+    if isinstance(error, sqlite3.OperationalError) and message.startswith(_NO_SUCH_TABLE):
+        return message.removeprefix(_NO_SUCH_TABLE)
+    return None
+
+
+_NO_SUCH_TABLE = "no such table: "
+
+
 @contextlib.contextmanager
-def translated(path: Path, doing: str) -> Iterator[None]:
-    """Turn the driver's "cannot use the file" errors into :class:`StoreUnavailable`."""
+def translated(path: Path, doing: str, *, read_model: bool = False) -> Iterator[None]:
+    """Turn the driver's "cannot use the file" errors into :class:`StoreUnavailable` (and,
+    for ``read_model`` tables, a missing table into :class:`TableMissing`)."""
     try:
         yield
     except sqlite3.Error as error:
+        table = missing_table(error) if read_model else None
+        if table is not None:
+            raise TableMissing(table) from error
         if is_unavailable(error):
             raise unavailable(path, doing, error) from error
         raise
@@ -152,9 +167,11 @@ class ReadConnections:
             self._connections[threading.get_ident()] = connection
             return connection
 
-    def fetch_all(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    def fetch_all(
+        self, sql: str, parameters: Sequence[Any], *, read_model: bool = False
+    ) -> list[Any]:
         """The rows of a read-only query, run on this thread's read connection."""
-        with translated(self._path, "reading"):
+        with translated(self._path, "reading", read_model=read_model):
             return self.get().execute(sql, parameters).fetchall()
 
     def close(self) -> None:

@@ -245,7 +245,7 @@ class SqliteReadStore:
 
     def _write(self, doing: str, work: Callable[[sqlite3.Connection], None]) -> None:
         """Run ``work`` in one write transaction (called in a worker thread)."""
-        with self._write_lock, translated(self.path, doing):
+        with self._write_lock, translated(self.path, doing, read_model=True):
             connection = self._writer
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -338,7 +338,7 @@ class SqliteReadStore:
 
     async def get(self, table: Table, *key: Any) -> Row | None:
         sql = self._sql(table)
-        rows = self._readers.fetch_all(sql.get, sql.encode_key(key))
+        rows = self._readers.fetch_all(sql.get, sql.encode_key(key), read_model=True)
         return sql.decode(rows[0]) if rows else None
 
     async def find(
@@ -361,7 +361,8 @@ class SqliteReadStore:
             parameters.extend(sql.encode(n, v) for n, v in zip(order_by, after, strict=True))
         if limit is not None:
             parameters.append(limit)
-        return [sql.decode(values) for values in self._readers.fetch_all(statement, parameters)]
+        rows = self._readers.fetch_all(statement, parameters, read_model=True)
+        return [sql.decode(values) for values in rows]
 
     async def close(self) -> None:
         def close_writer() -> None:

@@ -19,7 +19,7 @@ from uuid import uuid4
 
 import pytest
 
-from cqrskit.errors import CheckpointMoved
+from cqrskit.errors import CheckpointMoved, TableMissing
 from cqrskit.readmodel import Column, ColumnType, ReadStore, Row, Table, ViewTransaction
 from cqrskit.store import Backend
 
@@ -330,6 +330,42 @@ async def test_drop_removes_the_tables_and_forgets_checkpoint_and_source(
     assert await store.find(table) == []
     await store.apply(projection, 0, 5, write)  # and the projection starts again from 0
     assert await store.get(table, tenant, "item-001") == _row(tenant, 1)
+
+
+async def test_a_table_never_set_up_is_refused_by_name_and_nothing_is_written(
+    backend: Backend,
+) -> None:
+    tenant, projection = _names()
+    store = await _ready(backend)
+    missing = _items(f"contract_missing_{uuid4().hex[:12]}")
+    await _put_rows(store, projection, [_row(tenant, 1)], position=3)
+
+    def write(view: ViewTransaction) -> None:
+        view.put(ITEMS, _row(tenant, 2))
+        view.put(missing, _row(tenant, 3))
+
+    with pytest.raises(TableMissing) as refused:
+        await store.get(missing, tenant, "item-001")
+    assert refused.value.table == missing.name
+    with pytest.raises(TableMissing) as refused:
+        await store.find(missing, where={"tenant": tenant}, order_by=("rank",), limit=5)
+    assert refused.value.table == missing.name
+    with pytest.raises(TableMissing) as refused:
+        await store.apply(projection, 3, 9, write)
+    assert refused.value.table == missing.name
+    assert await store.checkpoint(projection) == 3
+    assert await store.get(ITEMS, tenant, "item-002") is None
+
+
+async def test_a_dropped_table_is_refused_like_one_never_set_up(backend: Backend) -> None:
+    _, projection = _names()
+    table = _items(f"contract_gone_{uuid4().hex[:12]}")
+    store = await _ready(backend, table)
+    await store.drop(projection, [table.name])
+
+    with pytest.raises(TableMissing) as refused:
+        await store.find(table)
+    assert refused.value.table == table.name
 
 
 # --- queries -----------------------------------------------------------------------------------
