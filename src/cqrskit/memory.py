@@ -192,6 +192,20 @@ class InMemoryReadStore:
         self._checkpoints[projection] = 0
         self._sources.pop(projection, None)
 
+    async def group_members(self, group: str) -> list[str]:
+        return sorted(self._groups.get(group, {}))
+
+    async def stored_checkpoints(self) -> dict[str, int]:
+        return dict(self._checkpoints)
+
+    async def reset_projections(self, projections: Sequence[str], tables: Sequence[Table]) -> None:
+        for table in tables:
+            if table.name in self._tables:
+                self._tables[table.name] = {}
+        for projection in projections:
+            self._checkpoints.pop(projection, None)
+            self._sources.pop(projection, None)
+
     async def drop(self, projection: str, tables: Sequence[str]) -> None:
         for name in tables:
             self._tables.pop(name, None)

@@ -18,6 +18,10 @@ so that each stream's events stay in order).
   the batch's transaction, so they count each event exactly once, whichever worker applies it.
 - **Read-your-writes.** :class:`PartitionedProgress` says when every partition has applied the
   log up to a position (a consistency token), for processes that query the read model.
+- **Rebuilding online.** :meth:`PartitionedWorker.reset_read_model` empties the read model and
+  forgets every partition checkpoint in one transaction: the running workers find their
+  checkpoints moved (:class:`~cqrskit.CheckpointMoved`) and build it again from the start of
+  the log, each event applied once.
 """
 
 from __future__ import annotations
@@ -25,18 +29,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cqrskit.codec import EventCodec
-from cqrskit.deadletters import ErrorPolicy
+from cqrskit.deadletters import DeadLetterTables, ErrorPolicy
 from cqrskit.errors import ConfigurationError, StoreUnavailable
 from cqrskit.messages import RecordedEvent
 from cqrskit.partitions import MAX_PARTITIONS, partition_of
 from cqrskit.projections import Projection, ProjectionRunner
-from cqrskit.readmodel import ReadStore
+from cqrskit.readmodel import ReadStore, Table
 from cqrskit.store import EventSource, EventStore
 from cqrskit.supervision import REBUILD, Backoff, Supervisor
 
@@ -49,6 +54,7 @@ __all__ = [
     "WorkerStatus",
     "assign_partitions",
     "partition_checkpoint",
+    "stored_partition_checkpoints",
 ]
 
 log = logging.getLogger("cqrskit.workers")
@@ -57,6 +63,7 @@ log = logging.getLogger("cqrskit.workers")
 SCAN_LIMIT = 10_000
 _FIRST_RETRY = 0.1
 _LAST_RETRY = 5.0
+_PARTITION_CHECKPOINT = re.compile(r"^(?P<projection>.+)\[[0-9]+/[0-9]+\]$")
 
 
 class WorkerGroup(Protocol):
@@ -82,11 +89,28 @@ class WorkerGroup(Protocol):
 
 @runtime_checkable
 class WorkerGroups(Protocol):
-    """Where workers meet: a read store that can hold group memberships and partition claims."""
+    """Where workers meet: a read store that can hold group memberships and partition claims,
+    and the read model they keep together (its checkpoints listed, and reset at once)."""
 
     def join_group(self, group: str) -> contextlib.AbstractAsyncContextManager[WorkerGroup]:
         """Join ``group`` until the context closes (every claim is let go then, and when the
         process dies). Raises :class:`StoreUnavailable` when the store cannot be reached."""
+        ...
+
+    async def group_members(self, group: str) -> list[str]:
+        """The ids of the live members of ``group``, sorted, without joining it."""
+        ...
+
+    async def stored_checkpoints(self) -> dict[str, int]:
+        """Every projection checkpoint stored, by name."""
+        ...
+
+    async def reset_projections(self, projections: Sequence[str], tables: Sequence[Table]) -> None:
+        """Empty ``tables`` (those that exist) and forget the checkpoint and source of every
+        one of ``projections``, in one transaction. A runner of one of them that applies a
+        batch meanwhile commits it before the reset (its rows are emptied with the others) or
+        finds its checkpoint moved after it (:class:`~cqrskit.CheckpointMoved`, nothing
+        written), never in between."""
         ...
 
 
@@ -161,11 +185,38 @@ class PartitionedWorker:
         self._on_error = dict(on_error or {})
         self.supervisor = Supervisor(events, read_store, backoff=backoff, remedy=remedy)
         self.status = WorkerStatus()
+        self._runners: dict[str, ProjectionRunner] = {}
 
     @property
     def checkpoint_names(self) -> list[str]:
         """Every partition checkpoint of every projection, owned here or not."""
         return _checkpoint_names(self.projections, self.partitions)
+
+    async def members(self) -> list[str]:
+        """The live members of this worker's group (whether this worker runs or not)."""
+        return await self._groups.group_members(self.group)
+
+    async def reset_read_model(self, names: Sequence[str] | None = None) -> list[str]:
+        """Empty the tables of the projections ``names`` (default: all of them), dead letters
+        included, and forget every partition checkpoint of theirs (of any partition count: a
+        stream created again with another count leaves none behind), in one read-store
+        transaction; return the checkpoints forgotten.
+
+        Safe while workers of the group run: each finds its checkpoint moved at its next batch
+        and starts its partitions again from the start of the log, so the read model is built
+        again with every event applied once (aggregates included, their rows emptied too).
+        Raises :class:`ConfigurationError` for a name that is not one of the projections."""
+        known = [projection.name for projection in self.projections]
+        unknown = [name for name in names or () if name not in known]
+        if unknown:
+            raise ConfigurationError(f"no projection {unknown[0]!r} (known: {', '.join(known)})")
+        chosen = [p for p in self.projections if names is None or p.name in names]
+        current = _checkpoint_names(chosen, self.partitions)
+        stale = await stored_partition_checkpoints(self._read, [p.name for p in chosen])
+        forgotten = sorted({*current, *stale})
+        await self._groups.reset_projections(forgotten, _tables_of(chosen, forgotten))
+        log.info("group %s: read model of %s reset", self.group, ", ".join(p.name for p in chosen))
+        return forgotten
 
     async def run(self) -> None:
         """Join the group and run this worker's share until cancelled; while the store is
@@ -197,6 +248,7 @@ class PartitionedWorker:
             try:
                 while True:
                     await self._rebalance(group)
+                    await self._restart_the_reset()
                     self.status.error = None
                     await asyncio.sleep(self._every)
             finally:
@@ -230,21 +282,48 @@ class PartitionedWorker:
 
     def _start(self, partition: int) -> None:
         for projection in self.projections:
-            name = partition_checkpoint(projection.name, partition, self.partitions)
-            runner = ProjectionRunner(
-                projection.renamed(name),
-                self._source_of(projection, partition),
-                self._read,
-                self._codec,
-                batch_size=self._batch_size,
-                use_lease=False,  # the partition's claim is the lease
-                on_error=self._on_error.get(projection.name, ErrorPolicy.STOP),
-            )
-            self.supervisor.add(runner)
+            self._start_runner(projection, partition)
+
+    def _start_runner(self, projection: Projection, partition: int) -> None:
+        name = partition_checkpoint(projection.name, partition, self.partitions)
+        runner = ProjectionRunner(
+            projection.renamed(name),
+            self._source_of(projection, partition),
+            self._read,
+            self._codec,
+            batch_size=self._batch_size,
+            use_lease=False,  # the partition's claim is the lease
+            on_error=self._on_error.get(projection.name, ErrorPolicy.STOP),
+        )
+        self._runners[name] = runner
+        self.supervisor.add(runner)
+
+    async def _restart_the_reset(self) -> None:
+        """Start again from their checkpoint the runners whose checkpoint went back (a reset,
+        :meth:`reset_read_model`): a runner learns it when it commits its next batch, but one
+        whose partition gets no new event would wait for one, its rows emptied meanwhile."""
+        count = self.partitions
+        owned = [
+            (projection, partition, partition_checkpoint(projection.name, partition, count))
+            for partition in sorted(self.status.owned)
+            for projection in self.projections
+        ]
+        if not owned:
+            return
+        # Positions before the checkpoints: a batch committed meanwhile moves both forwards.
+        applied = {name: self._runners[name].status.position for _, _, name in owned}
+        stored = await self._groups.stored_checkpoints()
+        for projection, partition, name in owned:
+            if stored.get(name, 0) < applied[name]:
+                log.info("worker %s: checkpoint %s was reset", self.status.member, name)
+                with contextlib.suppress(KeyError):
+                    await self.supervisor.remove(name)
+                self._start_runner(projection, partition)
 
     async def _stop(self, partition: int) -> None:
         for projection in self.projections:
             name = partition_checkpoint(projection.name, partition, self.partitions)
+            self._runners.pop(name, None)
             with contextlib.suppress(KeyError):
                 await self.supervisor.remove(name)
 
@@ -304,6 +383,31 @@ def _checkpoint_names(projections: Sequence[Projection], partitions: int) -> lis
     ]
 
 
+def _tables_of(projections: Sequence[Projection], checkpoints: Sequence[str]) -> list[Table]:
+    """The projections' tables and the dead-letter tables of each of ``checkpoints``."""
+    tables = {table.name: table for projection in projections for table in projection.tables}
+    for name in checkpoints:
+        tables.update((table.name, table) for table in DeadLetterTables(name).tables)
+    return list(tables.values())
+
+
+async def stored_partition_checkpoints(
+    read_store: ReadStore, projections: Sequence[str]
+) -> list[str]:
+    """The partition checkpoints (:func:`partition_checkpoint`, of any partition count) that
+    ``read_store`` holds for ``projections``, sorted: none means the projections' read model
+    is not one that partitioned workers keep. A read store without worker groups
+    (:class:`WorkerGroups`) holds none."""
+    if not isinstance(read_store, WorkerGroups):
+        return []
+    wanted = set(projections)
+    return sorted(
+        name
+        for name in await read_store.stored_checkpoints()
+        if (found := _PARTITION_CHECKPOINT.match(name)) and found["projection"] in wanted
+    )
+
+
 class PartitionedProgress:
     """How far the partitions of ``projections`` (``partitions`` of them, as run by
     :class:`PartitionedWorker`) have applied the log of ``events``, from their checkpoints in
@@ -337,6 +441,38 @@ class PartitionedProgress:
         self._partitions = partitions
         self._published = published
         self._scan_limit = scan_limit
+
+    def only(self, projections: Sequence[str]) -> PartitionedProgress:
+        """The progress of ``projections`` (some of these) alone."""
+        return PartitionedProgress(
+            self._events, self._read, projections, self._partitions,
+            published=self._published, scan_limit=self._scan_limit,
+        )  # fmt: skip
+
+    async def progress(self, position: int) -> dict[str, tuple[int, int]]:
+        """How far each projection's partitions have gone towards applying the log up to
+        ``position``, as ``(done, total)`` along the span of positions from the log's first
+        event, summed over the partitions (for a progress bar: positions need not be dense).
+
+        A partition's goal is ``position``, or with ``published`` the newest event of that
+        partition the log holds when that is earlier: once the log holds ``position``, every
+        goal reached means :meth:`applied_up_to` holds."""
+        first = await self._events.read_all(0, 1)
+        start = first[0].position - 1 if first else 0
+        goals = [position] * self._partitions
+        if self._published is not None:
+            newest = await asyncio.gather(*(self._published(p) for p in range(self._partitions)))
+            goals = [min(position, last) for last in newest]
+        checkpoints = await self.checkpoints()
+        found = {}
+        for projection in self._projections:
+            done = total = 0
+            for partition, goal in enumerate(goals):
+                at = checkpoints[partition_checkpoint(projection, partition, self._partitions)]
+                span = max(goal - start, 0)
+                done, total = done + min(max(at - start, 0), span), total + span
+            found[projection] = (done, total)
+        return found
 
     async def checkpoints(self) -> dict[str, int]:
         """Every partition checkpoint, by name."""

@@ -48,6 +48,7 @@ from cqrskit.feed import EventFeed, FeedSubscription
 from cqrskit.live import LiveQueries
 from cqrskit.snapshots import SnapshotPolicy
 from cqrskit.versions import ProjectionVersion, ServingReadStore
+from cqrskit.workers import stored_partition_checkpoints
 from orders.domain import (
     EVENT_TYPES,
     STATE_VERSION,
@@ -59,7 +60,13 @@ from orders.domain import (
     order_decider,
     stream_id,
 )
-from orders.errors import ConsistencyTimeout, OrderNotFound, TokenBeyondHead, UnknownProjection
+from orders.errors import (
+    ConsistencyTimeout,
+    OrderNotFound,
+    PartitionedReadModel,
+    TokenBeyondHead,
+    UnknownProjection,
+)
 from orders.live import OrderSubscriptions
 from orders.projections import PROJECTIONS
 from orders.queries import OrderQueries
@@ -68,6 +75,7 @@ __all__ = [
     "DEFAULT_DB_URL",
     "DEFAULT_ERROR_POLICIES",
     "OrdersApp",
+    "RebuildOutcome",
     "RebuildProgress",
     "Settings",
     "assemble_app",
@@ -80,6 +88,8 @@ DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
 REBUILD = "run `orders projections rebuild` to build it again from this event store"
 #: ``on_progress(projection, done, total)`` during a rebuild, in units of the log's span
 RebuildProgress = Callable[[str, int, int], Awaitable[None]]
+#: seconds between two looks at the partitions during a partitioned rebuild
+_REBUILD_POLL = 0.25
 #: One broken order must not stop every order from being shown: ``orders`` parks its events.
 #: Parking an order's events would leave the totals silently wrong: ``order_stats`` stops.
 DEFAULT_ERROR_POLICIES: Mapping[str, ErrorPolicy] = {
@@ -105,6 +115,20 @@ def _error_policies(text: str) -> dict[str, ErrorPolicy]:
             )
         policies[name.strip()] = ErrorPolicy(policy.strip())
     return policies
+
+
+@dataclass(frozen=True)
+class RebuildOutcome:
+    """What :meth:`OrdersApp.rebuild` did: the projections it rebuilt, up to which position of
+    the log, and, for a read model kept by partitioned workers, its partition count, the other
+    live workers of the group at the end, and whether this process ran a worker for it (it
+    does while the group has none)."""
+
+    projections: tuple[str, ...]
+    position: int
+    partitions: int | None = None
+    workers: int = 0
+    in_process: bool = True
 
 
 _SCALE_OUT_VARIABLES = (
@@ -373,24 +397,30 @@ class OrdersApp:
 
     async def rebuild(
         self, names: Sequence[str] | None = None, on_progress: RebuildProgress | None = None
-    ) -> None:
+    ) -> RebuildOutcome:
         """Empty the read models of ``names`` (default: every projection) and replay the whole
         event log into them, one after the other.
 
         ``on_progress(projection, done, total)`` is awaited after each batch. Positions need
         not be dense (PostgreSQL's are not): progress is measured along the span from the
-        first event's position to the head's. Raises :class:`UnknownProjection`.
+        first event's position to the head's. Raises :class:`UnknownProjection`, and
+        :class:`PartitionedReadModel` when partitioned workers keep the read model (this
+        app is not one over it: see :meth:`_rebuild_partitions`).
         """
+        if self.partition_worker is not None:
+            return await self._rebuild_partitions(names, on_progress)
         known = self.projection_names
         for name in names or ():
             if name not in known:
                 raise UnknownProjection(name, known)
+        chosen = list(known if names is None else names)
+        partitioned = await stored_partition_checkpoints(self.backend.read, chosen)
+        if partitioned:
+            raise PartitionedReadModel(partitioned)
         current = await self._current_runners()
         runners = [r for r in current if names is None or r.projection.name in names]
         head = await self.head_position()
-        first = await self.events(0, 1)
-        start = first[0].position - 1 if first else 0
-        span = max(head - start, 1)
+        start, span = await self._span(head)
         for runner in runners:
             name = runner.projection.key
 
@@ -404,6 +434,64 @@ class OrdersApp:
             if on_progress is not None:
                 await on_progress(name, span, span)
         self._refusal, self._verified = None, False
+        return RebuildOutcome(tuple(r.projection.key for r in runners), head)
+
+    async def _span(self, head: int) -> tuple[int, int]:
+        """(the position before the first event, the span from it to ``head``, at least 1)."""
+        first = await self.events(0, 1)
+        start = first[0].position - 1 if first else 0
+        return start, max(head - start, 1)
+
+    async def _rebuild_partitions(
+        self, names: Sequence[str] | None, on_progress: RebuildProgress | None
+    ) -> RebuildOutcome:
+        """Reset the read model the partitioned workers keep (every partition at once, see
+        :meth:`cqrskit.PartitionedWorker.reset_read_model`) and wait until it has applied the
+        log up to the head it had: the group's running workers rebuild it; while none runs,
+        this process runs a worker of the group (stopped at the end)."""
+        worker, progress = self.partition_worker, self.partition_progress
+        assert worker is not None
+        assert progress is not None
+        known = tuple(projection.name for projection in worker.projections)
+        for name in names or ():
+            if name not in known:
+                raise UnknownProjection(name, known)
+        chosen = tuple(known if names is None else dict.fromkeys(names))
+        head = await self.head_position()
+        await worker.reset_read_model(chosen)
+        running = self._worker_task is not None
+        try:
+            await self._wait_for_partitions(progress.only(chosen), head, on_progress)
+            others = [m for m in await worker.members() if m != worker.status.member]
+        finally:
+            own = not running and self._worker_task is not None
+            if own:
+                await self.stop_projections()
+        return RebuildOutcome(chosen, head, worker.partitions, len(others), own)
+
+    async def _wait_for_partitions(
+        self, progress: PartitionedProgress, head: int, on_progress: RebuildProgress | None
+    ) -> None:
+        """Wait until every partition has applied the log up to ``head``, reporting progress
+        and running a worker here whenever the group has none."""
+        worker, looks = self.partition_worker, 0
+        assert worker is not None
+        while True:
+            if self._worker_task is None and not await worker.members():
+                self.start_projections()
+            figures = await progress.progress(head)
+            for name, (done, total) in figures.items():
+                if on_progress is not None:
+                    await on_progress(name, done, max(total, 1))
+            finished = all(done >= total for done, total in figures.values())
+            # the exact test reads the log: only when the figures say done, or now and then
+            if (finished or looks % 8 == 0) and await progress.applied_up_to(head):
+                for name, (_, total) in figures.items():
+                    if on_progress is not None:
+                        await on_progress(name, max(total, 1), max(total, 1))
+                return
+            looks += 1
+            await asyncio.sleep(_REBUILD_POLL)
 
     def start_projections(self) -> None:
         """Run the projections in the background, restarted when they fail, until

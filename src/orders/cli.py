@@ -46,10 +46,10 @@ from cqrskit.tracing import configure_tracing
 from cqrskit.urls import normalise_url, redact, scheme_of
 from cqrskit.versions import ProjectionVersion
 from orders import render
-from orders.app import OrdersApp, Settings
+from orders.app import OrdersApp, RebuildOutcome, Settings
 from orders.demo import DEMO_COMMANDS, DemoNeedsEmptyStore, play_demo
 from orders.domain import AddItems, CreateOrder, LineItem, SubmitOrder
-from orders.errors import InvalidQuery, OrderNotFound, UnknownProjection
+from orders.errors import InvalidQuery, OrderNotFound, PartitionedReadModel, UnknownProjection
 from orders.logs import configure_logging
 from orders.projections import PROJECTIONS
 from orders.scaleout import open_app
@@ -181,7 +181,7 @@ def run_with_app(
         UnknownEventType,
     ) as error:
         _fail(str(error), EXIT_REJECTED)
-    except (InvalidCommand, InvalidQuery, UnknownProjection) as error:
+    except (InvalidCommand, InvalidQuery, UnknownProjection, PartitionedReadModel) as error:
         _fail(str(error), EXIT_INVALID)
     except (StoreUnavailable, ConfigurationError, ReadModelMismatch) as error:
         _fail(str(error), EXIT_UNAVAILABLE)
@@ -513,8 +513,17 @@ def _behind(row: dict[str, Any]) -> str:
 def projections_rebuild(
     name: Annotated[str | None, typer.Argument(help="One projection; all if omitted.")] = None,
     db: DbOption = None,
+    nats: NatsOption = None,
+    stream: StreamOption = None,
 ) -> None:
-    """Empty the read model and replay every event into it, with a progress bar."""
+    """Empty the read model and replay every event into it, with a progress bar.
+
+    With --nats (PostgreSQL): the read model the partitioned workers keep (`orders project
+    --nats`). Its tables are emptied and every partition checkpoint forgotten in one
+    transaction; the running workers build it again from the stream (this process runs a
+    worker while none is running), and the command waits until it has caught up. Without
+    --nats, a read model kept by partitioned workers is refused (exit 2), never rebuilt as
+    one projection."""
 
     columns = (
         TextColumn("{task.description}", markup=False),
@@ -522,19 +531,31 @@ def projections_rebuild(
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
     )
+    settings = Settings.from_env(
+        db_url=db, nats_url=nats, nats_stream=stream, partitioned=_partitioned(nats, None)
+    )
 
-    async def work(orders_app: OrdersApp) -> None:
+    async def work(orders_app: OrdersApp) -> RebuildOutcome:
         with Progress(*columns, console=render.console()) as progress:
             tasks: dict[str, TaskID] = {}
 
             async def advance(projection: str, done: int, total: int) -> None:
                 if projection not in tasks:
                     tasks[projection] = progress.add_task(projection, total=total)
-                progress.update(tasks[projection], completed=done)
+                progress.update(tasks[projection], completed=done, total=total)
 
-            await orders_app.rebuild(None if name is None else [name], on_progress=advance)
+            return await orders_app.rebuild(None if name is None else [name], on_progress=advance)
 
-    run_with_app(db, work, existing=True)
+    outcome = run_with_app(db, work, settings=settings, existing=True)
+    rebuilt = f" rebuilt {', '.join(outcome.projections)} up to position {outcome.position}"
+    if outcome.partitions is not None:
+        by = (
+            "by this process (no worker of the group was running)"
+            if outcome.in_process and not outcome.workers
+            else f"by the workers of group {settings.nats_stream!r}"
+        )
+        rebuilt += f", {outcome.partitions} partitions each, {by}"
+    render.console().print(Text.assemble(("ok", "green"), rebuilt), soft_wrap=True)
 
 
 @projections_app.command("drop-retired")

@@ -11,6 +11,7 @@ __all__ = [
     "InvalidCursor",
     "InvalidQuery",
     "OrderNotFound",
+    "PartitionedReadModel",
     "TokenBeyondHead",
     "UnknownProjection",
 ]
@@ -63,3 +64,17 @@ class UnknownProjection(Exception):
     def __init__(self, name: str, known: tuple[str, ...]) -> None:
         super().__init__(f"no projection named {name!r} (known: {', '.join(known)})")
         self.name = name
+
+
+class PartitionedReadModel(Exception):
+    """A rebuild of the read model as one projection, while partitioned workers keep it: their
+    checkpoints would stay, and they would apply again the events the rebuild replayed."""
+
+    def __init__(self, checkpoints: list[str]) -> None:
+        shown = ", ".join(checkpoints[:3]) + (", ..." if len(checkpoints) > 3 else "")
+        super().__init__(
+            f"the read model is kept by partitioned workers (checkpoints {shown}): rebuild it"
+            " with `orders projections rebuild --nats URL` (and --stream, as the workers run),"
+            " which resets every partition at once"
+        )
+        self.checkpoints = checkpoints

@@ -1,14 +1,26 @@
 """Worker groups on PostgreSQL: members are the connections holding the group's lock, a
-partition has one holder at a time, and leaving (or losing the connection) lets go of all."""
+partition has one holder at a time, and leaving (or losing the connection) lets go of all; the
+read model they keep is reset at once, whatever batches are in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 
-from cqrskit import Backend, WorkerGroups
+from cqrskit import (
+    Backend,
+    CheckpointMoved,
+    Column,
+    ColumnType,
+    Table,
+    ViewTransaction,
+    WorkerGroups,
+)
 from cqrskit.postgres import open_backend
 from cqrskit.workers import WorkerGroup
 from tests.support.postgres import fresh_url
@@ -64,3 +76,75 @@ async def test_a_group_is_its_schema_s_own(
             assert await there.claim(1)
     finally:
         await other.close()
+
+
+async def test_the_members_of_a_group_are_listed_without_joining_it(pg_backend: Backend) -> None:
+    groups = pg_backend.read
+    assert isinstance(groups, WorkerGroups)
+    assert await groups.group_members("g") == []
+
+    async with groups.join_group("g") as first, groups.join_group("g") as second:
+        assert await groups.group_members("g") == sorted([first.member, second.member])
+        assert await groups.group_members("other") == []
+
+
+COUNTS = Table(
+    "reset_counts",
+    (Column("name", ColumnType.TEXT), Column("n", ColumnType.INTEGER)),
+    key=("name",),
+)
+
+
+def _count(view: ViewTransaction) -> None:
+    view.increment(COUNTS, {"name": "all", "n": 1})
+
+
+async def test_a_reset_meets_a_batch_in_flight_before_or_after_it_never_between(
+    request: pytest.FixtureRequest,
+) -> None:
+    url = fresh_url(request)
+    backend = await open_backend(url)
+    store = backend.read
+    assert isinstance(store, WorkerGroups)
+    try:
+        await backend.read.setup([COUNTS])
+        await backend.read.apply("p[0/2]", 0, 5, _count)
+        await backend.read.apply("p[1/2]", 0, 6, _count)
+        entered, release = threading.Event(), threading.Event()
+
+        def held(view: ViewTransaction) -> None:  # runs in a thread, its transaction open
+            entered.set()
+            release.wait(60)
+            view.get(COUNTS, "all")  # reads the table once the reset waits: no deadlock
+            _count(view)
+
+        batch = asyncio.create_task(backend.read.apply("p[0/2]", 5, 9, held))
+        await until(entered.is_set, what="the batch in flight")
+        reset = asyncio.create_task(store.reset_projections(["p[0/2]", "p[1/2]"], [COUNTS]))
+        await until(lambda: reset.done() or _a_lock_is_awaited(url), what="the reset to wait")
+        release.set()
+        (outcome,) = await asyncio.gather(batch, return_exceptions=True)
+        await reset
+
+        assert outcome is None or isinstance(outcome, CheckpointMoved)
+        assert await backend.read.find(COUNTS) == []  # the batch's increment went too
+        assert await store.stored_checkpoints() == {}
+        with pytest.raises(CheckpointMoved):
+            await backend.read.apply("p[1/2]", 6, 7, _count)
+        await backend.read.apply("p[1/2]", 0, 7, _count)
+        assert await backend.read.find(COUNTS) == [{"name": "all", "n": 1}]
+    finally:
+        await backend.close()
+
+
+async def _a_lock_is_awaited(url: str) -> bool:
+    """Whether a session waits for a lock on this schema's tables or for a transaction."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute(
+            """
+            SELECT count(*) FROM pg_locks WHERE NOT granted AND (locktype = 'transactionid'
+              OR relation IN ('cqrskit_checkpoints'::regclass, 'reset_counts'::regclass))
+            """
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])

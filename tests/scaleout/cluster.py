@@ -149,6 +149,15 @@ class Cluster:
         self.processes.extend(started)
         return started
 
+    def command(self, *args: str, partitioned: bool = True) -> subprocess.Popen[str]:
+        """``orders <args> --db …`` (and ``--nats … --stream …`` when ``partitioned``) started
+        against this deployment, its output (stdout and stderr) read with ``communicate``."""
+        options = self._common() if partitioned else ["--db", self.db_url]
+        return subprocess.Popen(
+            [ORDERS, *args, *options], cwd=self.tmp_path, env=self._env(), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
     def shut_down(self) -> None:
         for process in self.processes:
             if process.alive:

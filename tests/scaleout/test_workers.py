@@ -1,21 +1,33 @@
 """Partitioned projection workers as separate processes (``orders project --nats``) under a
 command load: they share the partitions, rebalance when a worker joins, leaves or is killed
 with -9, and the read model in PostgreSQL ends up exactly a full replay of the event store:
-every acknowledged command applied once, the dashboard and daily figures exact."""
+every acknowledged command applied once, the dashboard and daily figures exact; so it does
+when ``orders projections rebuild --nats`` rebuilds it while they run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cqrskit.nats import DEFAULT_PARTITIONS
-from tests.scaleout.cluster import Cluster, Load, OrdersProcess, check_every_node, wait_until
+from orders.app import Settings, build_app
+from tests.scaleout.cluster import (
+    Cluster,
+    Load,
+    Node,
+    OrdersProcess,
+    check_every_node,
+    read_model_of,
+    wait_until,
+)
 from tests.support.jetstream import fresh_stream_name, nats_url
+from tests.support.orders import fill_orders
 from tests.support.postgres import fresh_url
 
 pytestmark = pytest.mark.postgres
@@ -51,13 +63,19 @@ def shared_by(workers: list[OrdersProcess]) -> bool:
     return every == list(range(DEFAULT_PARTITIONS)) and even
 
 
-def test_workers_share_the_partitions_and_rebalance_as_they_join_leave_and_die(
-    cluster: Cluster,
-) -> None:
+def two_workers_behind_a_service(cluster: Cluster) -> tuple[Node, OrdersProcess, OrdersProcess]:
+    """A relay, a service over the shared read model, and two workers sharing the partitions."""
     cluster.relay()
     service = cluster.service("svc")
     first, second = cluster.workers(2)
     wait_until(lambda: shared_by([first, second]), 60, "two workers to share the partitions")
+    return service, first, second
+
+
+def test_workers_share_the_partitions_and_rebalance_as_they_join_leave_and_die(
+    cluster: Cluster,
+) -> None:
+    service, first, second = two_workers_behind_a_service(cluster)
     load = Load([service], orders=150, prefix=f"ORD-{uuid.uuid4().hex[:8]}").start()
     load.wait_for(60)
 
@@ -72,3 +90,74 @@ def test_workers_share_the_partitions_and_rebalance_as_they_join_leave_and_die(
     wait_until(lambda: shared_by([joined]), 60, "the survivor to take every partition")
     load.join()
     check_every_node(cluster, [service], load)
+
+
+def loads_until(finished: Callable[[], bool], service: Node, prefix: str) -> list[Load]:
+    """Small loads one after the other until ``finished()`` (at least one)."""
+    loads: list[Load] = []
+    while not loads or not finished():
+        loads.append(Load([service], orders=10, prefix=f"{prefix}-{len(loads)}").start())
+        loads[-1].join()
+    return loads
+
+
+def together(service: Node, loads: list[Load]) -> Load:
+    """The loads as one (for :func:`check_every_node`)."""
+    return Load(
+        [service],
+        orders=sum(load.orders for load in loads),
+        prefix="",
+        acknowledged=[ack for load in loads for ack in load.acknowledged],
+        errors=[error for load in loads for error in load.errors],
+    )
+
+
+def test_a_rebuild_while_the_workers_run_under_load_ends_in_a_full_replay(
+    cluster: Cluster,
+) -> None:
+    service, first, second = two_workers_behind_a_service(cluster)
+    prefix = f"ORD-{uuid.uuid4().hex[:8]}"
+    before = Load([service], orders=40, prefix=prefix).start()
+    before.wait_for(30)
+
+    rebuild = cluster.command("projections", "rebuild")
+    during = loads_until(lambda: rebuild.poll() is not None, service, f"{prefix}-during")
+    output, _ = rebuild.communicate(timeout=120)
+
+    assert rebuild.returncode == 0, output
+    assert f"by the workers of group {cluster.stream!r}" in output, output
+    rebuilt_up_to = int(re.findall(r"up to position (\d+)", output)[0])
+    assert rebuilt_up_to < cluster.head_position()  # commands were acknowledged meanwhile
+    before.join()
+    assert first.alive
+    assert second.alive
+    check_every_node(cluster, [service], together(service, [before, *during]))
+
+
+def test_an_idle_read_model_is_rebuilt_with_or_without_workers_and_never_as_one_projection(
+    cluster: Cluster,
+) -> None:
+    cluster.relay()
+    asyncio.run(_fill(cluster.db_url, 20))
+
+    alone, _ = cluster.command("projections", "rebuild").communicate(timeout=120)
+    assert "by this process (no worker of the group was running)" in alone, alone
+    assert read_model_of(cluster.db_url) == cluster.expected_read_model()
+    (worker,) = cluster.workers(1)
+    wait_until(lambda: shared_by([worker]), 60, "the worker to own every partition")
+    idle, _ = cluster.command("projections", "rebuild").communicate(timeout=120)
+    assert "by the workers of group" in idle, idle  # no new event needed to notice the reset
+    unpartitioned = cluster.command("projections", "rebuild", partitioned=False)
+    refusal, _ = unpartitioned.communicate(timeout=120)
+
+    assert unpartitioned.returncode == 2, refusal
+    assert "kept by partitioned workers" in refusal
+    assert read_model_of(cluster.db_url) == cluster.expected_read_model()
+
+
+async def _fill(db_url: str, orders: int) -> None:
+    app = await build_app(Settings(db_url=db_url))
+    try:
+        await fill_orders(app, orders, f"ORD-{uuid.uuid4().hex[:8]}")
+    finally:
+        await app.close()

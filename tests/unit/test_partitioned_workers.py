@@ -27,7 +27,7 @@ from cqrskit import (
 )
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from cqrskit.partitions import partition_of
-from cqrskit.workers import StorePartition, assign_partitions
+from cqrskit.workers import StorePartition, assign_partitions, stored_partition_checkpoints
 from orders.app import register_commands
 from orders.domain import EVENT_TYPES, AddItems, CreateOrder, LineItem, SubmitOrder
 from orders.projections import PROJECTIONS
@@ -255,3 +255,64 @@ async def test_a_runner_that_loses_a_cancellation_is_still_stopped(group: Group)
     await asyncio.wait({stopping}, timeout=30)
     assert lost.is_set()
     assert stopping.done()
+
+
+async def test_a_reset_while_workers_run_under_commands_ends_in_the_read_model_of_a_full_replay(
+    group: Group,
+) -> None:
+    first, second = group.start(), group.start()
+    await until(group.balanced)
+    await group.orders("ORD-H", 20)
+    await group.caught_up()  # every partition has a checkpoint, the aggregates have rows
+    forgotten: list[str] = []
+
+    async def commands_with_a_reset_halfway() -> None:
+        for n in range(20):
+            if n == 10:
+                forgotten.extend(await first.reset_read_model())
+            await group.orders(f"ORD-I{n}", 2)
+            await asyncio.sleep(0)  # the workers apply what they can between two orders
+
+    await commands_with_a_reset_halfway()
+
+    assert forgotten == sorted(first.checkpoint_names)
+    await group.caught_up()  # rebuilt by the running workers: no event lost or counted twice
+    assert await second.members() == sorted([first.status.member, second.status.member])
+
+
+async def test_a_reset_of_an_idle_read_model_is_rebuilt_without_waiting_for_new_events(
+    group: Group,
+) -> None:
+    worker = group.start()
+    await group.orders("ORD-K", 20)
+    await group.caught_up()
+
+    await worker.reset_read_model()
+
+    await group.caught_up()  # no new event: the workers noticed the reset by themselves
+
+
+async def test_a_reset_forgets_the_partition_checkpoints_of_any_count_and_no_other(
+    group: Group,
+) -> None:
+    worker = group.start()
+    await group.orders("ORD-J", 10)
+    await group.caught_up()
+    await group.stop(worker)
+    await group.read.apply("orders[1/4]", 0, 3, lambda view: None)  # a stream of 4 partitions
+    await group.read.apply("orders", 0, 3, lambda view: None)  # run unpartitioned once
+    stale = await stored_partition_checkpoints(group.read, ["orders"])
+    assert "orders[1/4]" in stale
+    assert "orders" not in stale
+
+    forgotten = await worker.reset_read_model(["orders"])
+
+    assert "orders[1/4]" in forgotten
+    assert await stored_partition_checkpoints(group.read, ["orders"]) == []
+    assert await stored_partition_checkpoints(group.read, ["order_stats"]) != []
+    assert await group.read.checkpoint("orders") == 3
+    assert await snapshot(group.read) != await full_replay(group.events)
+    with pytest.raises(ConfigurationError, match="no projection 'nope'"):
+        await worker.reset_read_model(["nope"])
+    group.start()
+    await group.caught_up()

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
 
-from cqrskit.postgres._common import advisory_key, connect_kwargs, translate_errors
+from cqrskit.postgres._common import (
+    Pool,
+    advisory_key,
+    connect_kwargs,
+    fetch_all,
+    translate_errors,
+)
 
 _MEMBERS = """
 SELECT objid::bigint FROM pg_locks
@@ -34,7 +40,7 @@ class PostgresWorkerGroup:
         self._where = where
         self._schema = schema
         self._group = group
-        self._group_key = advisory_key("cqrskit", "group", schema, group) & 0x7FFFFFFF
+        self._group_key = _group_key(schema, group)
         self._number = 0
 
     @property
@@ -50,7 +56,7 @@ class PostgresWorkerGroup:
     async def members(self) -> list[str]:
         with translate_errors(self._where):
             cursor = await self._conn.execute(_MEMBERS, (self._group_key,))
-            return sorted(str(row[0]) for row in await cursor.fetchall())
+            return _member_ids(await cursor.fetchall())
 
     async def claim(self, partition: int) -> bool:
         return await self._ask("SELECT pg_try_advisory_lock(%s)", self._partition_key(partition))
@@ -83,3 +89,19 @@ async def join_group(url: str, where: str, group: str) -> AsyncIterator[Postgres
         yield joined
     finally:
         await conn.close()
+
+
+async def group_members(pool: Pool, where: str, group: str) -> list[str]:
+    """The live members of ``group`` (in the database's current schema), without joining."""
+    schema = await fetch_all(pool, where, "SELECT current_schema()", ())
+    key = _group_key(str(schema[0][0] if schema else ""), group)
+    return _member_ids(await fetch_all(pool, where, _MEMBERS, (key,)))
+
+
+def _group_key(schema: str, group: str) -> int:
+    # the first key of a two-key lock is 32 bits: that of the group, the second the member's
+    return advisory_key("cqrskit", "group", schema, group) & 0x7FFFFFFF
+
+
+def _member_ids(rows: Sequence[Sequence[Any]]) -> list[str]:
+    return sorted(str(row[0]) for row in rows)

@@ -32,7 +32,7 @@ from cqrskit.postgres._common import (
     pool_options,
     translate_errors,
 )
-from cqrskit.postgres._groups import join_group
+from cqrskit.postgres._groups import group_members, join_group
 from cqrskit.postgres._schema import SCHEMA_LOCK
 from cqrskit.postgres._tables import BUILDERS, columns_of, create_statements, dump, keys_of
 from cqrskit.readmodel import Key, Row, Table, UnitOfWork, ViewTransaction
@@ -62,6 +62,17 @@ ON CONFLICT (projection) DO UPDATE SET store_id = excluded.store_id
 """
 _FORGET_SOURCE = "DELETE FROM cqrskit_sources WHERE projection = %s"
 _FORGET_CHECKPOINT = "DELETE FROM cqrskit_checkpoints WHERE projection = %s"
+_ALL_CHECKPOINTS = "SELECT projection, position FROM cqrskit_checkpoints"
+# Every batch writes its checkpoint first: EXCLUSIVE waits for the batches in flight to commit
+# and holds the next ones back until the reset has committed (they find their checkpoint gone).
+# Taken before any table's lock, so that no batch holds a lock the reset waits for: no deadlock.
+_HOLD_CHECKPOINTS = "LOCK TABLE cqrskit_checkpoints IN EXCLUSIVE MODE"
+_FORGET_CHECKPOINTS = "DELETE FROM cqrskit_checkpoints WHERE projection = ANY(%s)"
+_FORGET_SOURCES = "DELETE FROM cqrskit_sources WHERE projection = ANY(%s)"
+_EXISTING = """
+SELECT table_name FROM information_schema.tables
+WHERE table_schema = current_schema() AND table_name = ANY(%s) ORDER BY 1
+"""
 
 
 def _configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -176,6 +187,23 @@ class PostgresReadStore:
                 await conn.execute(_SET_CHECKPOINT, (projection,))
                 await conn.execute(_FORGET_SOURCE, (projection,))
 
+    async def reset_projections(self, projections: Sequence[str], tables: Sequence[Table]) -> None:
+        """Reset ``projections`` together (see :class:`cqrskit.WorkerGroups`)."""
+        with translate_errors(self._where, read_model=True):
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(_HOLD_CHECKPOINTS)
+                cursor = await conn.execute(_EXISTING, ([table.name for table in tables],))
+                existing = [str(row[0]) for row in await cursor.fetchall()]
+                if existing:
+                    names = sql.SQL(", ").join(sql.Identifier(name) for name in existing)
+                    await conn.execute(sql.SQL("TRUNCATE {}").format(names))
+                await conn.execute(_FORGET_CHECKPOINTS, (list(projections),))
+                await conn.execute(_FORGET_SOURCES, (list(projections),))
+
+    async def stored_checkpoints(self) -> dict[str, int]:
+        rows = await fetch_all(self._pool, self._where, _ALL_CHECKPOINTS, ())
+        return {str(name): int(position) for name, position in rows}
+
     async def drop(self, projection: str, tables: Sequence[str]) -> None:
         with translate_errors(self._where):
             async with self._pool.connection() as conn, conn.transaction():
@@ -258,6 +286,9 @@ class PostgresReadStore:
         partition claims are advisory locks on a connection of its own, so a worker that dies
         leaves the group at once."""
         return join_group(self._url, self._where, group)
+
+    async def group_members(self, group: str) -> list[str]:
+        return await group_members(self._pool, self._where, group)
 
     async def close(self) -> None:
         await self._pool.close()
