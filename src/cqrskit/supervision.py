@@ -39,6 +39,7 @@ from cqrskit.deadletters import (
     halted_event,
 )
 from cqrskit.errors import ConfigurationError, ReadModelMismatch, StoreUnavailable
+from cqrskit.partitions import stored_partition_checkpoints
 from cqrskit.projections import ProjectionRunner, version_key
 from cqrskit.readmodel import ReadStore
 from cqrskit.store import EventStore
@@ -62,6 +63,11 @@ RATE_WINDOW = 10.0
 APPLIED_MEMORY = 10_000
 #: what a :class:`~cqrskit.ReadModelMismatch` tells the user to do, unless told otherwise
 REBUILD = "rebuild it (ProjectionRunner.rebuild)"
+#: what to do about a read model that partitioned workers keep (see :func:`verify_read_model`)
+PARTITIONED = (
+    "read it where the workers' group runs (PartitionedProgress for consistency tokens)"
+    " instead of running the projection on it here"
+)
 
 log = logging.getLogger("cqrskit.supervision")
 
@@ -249,7 +255,8 @@ class Supervisor:
     Give it the stores and the runners (more can be added later with :meth:`add`); nothing
     runs until :meth:`start`. Before each (re)start, a projection's read model is checked
     against the event store (:func:`verify_read_model`): one built from another store, or
-    ahead of the log, is not run (it backs off, saying ``remedy``) until it is rebuilt.
+    ahead of the log, is not run (it backs off, saying ``remedy``) until it is rebuilt; one
+    that partitioned workers keep is not run either (saying ``partitioned_remedy``).
 
     Projections a supervisor does not run are reported as
     :attr:`ProjectionState.EXTERNAL`, with the checkpoint another process stores: a service
@@ -269,6 +276,7 @@ class Supervisor:
         *,
         backoff: Backoff | None = None,
         remedy: str = REBUILD,
+        partitioned_remedy: str = PARTITIONED,
         halt_poll: float = 2.0,
         versions: ProjectionVersions | None = None,
         drop_retired_after: float | None = None,
@@ -278,6 +286,7 @@ class Supervisor:
         self._halt_poll = halt_poll
         self._backoff = backoff or Backoff()
         self._remedy = remedy
+        self._partitioned_remedy = partitioned_remedy
         #: the record of which version of each projection serves
         self.versions = versions or ProjectionVersions(read_store)
         self._drop_retired_after = drop_retired_after
@@ -523,7 +532,13 @@ class Supervisor:
             applied_before = runner.status.events_applied
             position_before = runner.status.position
             try:
-                await verify_read_model(self._events, self._read, [entry.key], remedy=self._remedy)
+                await verify_read_model(
+                    self._events,
+                    self._read,
+                    [entry.key],
+                    remedy=self._remedy,
+                    partitioned_remedy=self._partitioned_remedy,
+                )
                 if not await self._take_role(entry):
                     return  # a retired version: never run again
 
@@ -721,7 +736,12 @@ class Supervisor:
 
 
 async def verify_read_model(
-    events: EventStore, read_store: ReadStore, projections: Iterable[str], *, remedy: str = REBUILD
+    events: EventStore,
+    read_store: ReadStore,
+    projections: Iterable[str],
+    *,
+    remedy: str = REBUILD,
+    partitioned_remedy: str = PARTITIONED,
 ) -> None:
     """Check that the read model of each of ``projections`` belongs to ``events``: raise
     :class:`~cqrskit.ReadModelMismatch` (saying ``remedy``) if it records another store as its
@@ -729,9 +749,20 @@ async def verify_read_model(
     the store was deleted or replaced). A projection with no recorded source and a checkpoint
     within the log (new, reset, or from a release before sources were recorded) is recorded as
     built from ``events``.
+
+    Also refused (saying ``partitioned_remedy``): a projection whose read model partitioned
+    workers keep (:func:`cqrskit.partitions.stored_partition_checkpoints`): run here as one
+    projection from its own checkpoint, it would apply again every event they applied.
     """
     store_id = await events.store_id()
     names = list(projections)
+    kept = await stored_partition_checkpoints(read_store, names)
+    if kept:
+        shown = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
+        owner = kept[0].rpartition("[")[0]
+        raise ReadModelMismatch(
+            owner, f"is kept by partitioned workers (checkpoints {shown})", partitioned_remedy
+        )
     sources = {name: await read_store.source(name) for name in names}
     checkpoints = {name: await read_store.checkpoint(name) for name in names}
     head = await events.head_position()  # after the checkpoints: the head only grows

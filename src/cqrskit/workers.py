@@ -29,17 +29,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from cqrskit.codec import EventCodec
 from cqrskit.deadletters import DeadLetterTables, ErrorPolicy
 from cqrskit.errors import ConfigurationError, StoreUnavailable
 from cqrskit.messages import RecordedEvent
-from cqrskit.partitions import MAX_PARTITIONS, partition_of
+from cqrskit.partitions import (
+    MAX_PARTITIONS,
+    WorkerGroup,
+    WorkerGroups,
+    partition_checkpoint,
+    partition_of,
+    stored_partition_checkpoints,
+)
 from cqrskit.projections import Projection, ProjectionRunner
 from cqrskit.readmodel import ReadStore, Table
 from cqrskit.store import EventSource, EventStore
@@ -63,60 +68,6 @@ log = logging.getLogger("cqrskit.workers")
 SCAN_LIMIT = 10_000
 _FIRST_RETRY = 0.1
 _LAST_RETRY = 5.0
-_PARTITION_CHECKPOINT = re.compile(r"^(?P<projection>.+)\[[0-9]+/[0-9]+\]$")
-
-
-class WorkerGroup(Protocol):
-    """A worker's membership of a group, held while the ``join_group`` context is open."""
-
-    @property
-    def member(self) -> str:
-        """This worker's id in the group (unique among the live members)."""
-        ...
-
-    async def members(self) -> list[str]:
-        """The ids of the live members (this one included), sorted."""
-        ...
-
-    async def claim(self, partition: int) -> bool:
-        """Take ``partition`` if no other member holds it; True if this member now holds it."""
-        ...
-
-    async def release(self, partition: int) -> None:
-        """Let go of ``partition``."""
-        ...
-
-
-@runtime_checkable
-class WorkerGroups(Protocol):
-    """Where workers meet: a read store that can hold group memberships and partition claims,
-    and the read model they keep together (its checkpoints listed, and reset at once)."""
-
-    def join_group(self, group: str) -> contextlib.AbstractAsyncContextManager[WorkerGroup]:
-        """Join ``group`` until the context closes (every claim is let go then, and when the
-        process dies). Raises :class:`StoreUnavailable` when the store cannot be reached."""
-        ...
-
-    async def group_members(self, group: str) -> list[str]:
-        """The ids of the live members of ``group``, sorted, without joining it."""
-        ...
-
-    async def stored_checkpoints(self) -> dict[str, int]:
-        """Every projection checkpoint stored, by name."""
-        ...
-
-    async def reset_projections(self, projections: Sequence[str], tables: Sequence[Table]) -> None:
-        """Empty ``tables`` (those that exist) and forget the checkpoint and source of every
-        one of ``projections``, in one transaction. A runner of one of them that applies a
-        batch meanwhile commits it before the reset (its rows are emptied with the others) or
-        finds its checkpoint moved after it (:class:`~cqrskit.CheckpointMoved`, nothing
-        written), never in between."""
-        ...
-
-
-def partition_checkpoint(projection: str, partition: int, count: int) -> str:
-    """The checkpoint name of ``partition`` of ``count`` of ``projection``: ``orders[3/16]``."""
-    return f"{projection}[{partition}/{count}]"
 
 
 def assign_partitions(members: Sequence[str], member: str, count: int) -> frozenset[int]:
@@ -389,23 +340,6 @@ def _tables_of(projections: Sequence[Projection], checkpoints: Sequence[str]) ->
     for name in checkpoints:
         tables.update((table.name, table) for table in DeadLetterTables(name).tables)
     return list(tables.values())
-
-
-async def stored_partition_checkpoints(
-    read_store: ReadStore, projections: Sequence[str]
-) -> list[str]:
-    """The partition checkpoints (:func:`partition_checkpoint`, of any partition count) that
-    ``read_store`` holds for ``projections``, sorted: none means the projections' read model
-    is not one that partitioned workers keep. A read store without worker groups
-    (:class:`WorkerGroups`) holds none."""
-    if not isinstance(read_store, WorkerGroups):
-        return []
-    wanted = set(projections)
-    return sorted(
-        name
-        for name in await read_store.stored_checkpoints()
-        if (found := _PARTITION_CHECKPOINT.match(name)) and found["projection"] in wanted
-    )
 
 
 class PartitionedProgress:

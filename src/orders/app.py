@@ -86,6 +86,12 @@ __all__ = [
 DEFAULT_DB_URL = "sqlite:///.cqrskit/orders.db"
 #: what to do about a read model that is not the event store's
 REBUILD = "run `orders projections rebuild` to build it again from this event store"
+PARTITIONED = (
+    "start this process as one of the workers' deployment (`--nats URL` and `--stream` for"
+    " `orders serve` and `orders projections rebuild`; CQRSKIT_PARTITIONED=1 with"
+    " CQRSKIT_NATS_URL for every command), so that it reads that read model instead of running"
+    " its projections on it again"
+)
 #: ``on_progress(projection, done, total)`` during a rebuild, in units of the log's span
 RebuildProgress = Callable[[str, int, int], Awaitable[None]]
 #: seconds between two looks at the partitions during a partitioned rebuild
@@ -359,7 +365,11 @@ class OrdersApp:
         one's head; see :func:`cqrskit.supervision.verify_read_model`."""
         try:
             await supervision.verify_read_model(
-                self.backend.events, self.backend.read, self.projection_keys, remedy=REBUILD
+                self.backend.events,
+                self.backend.read,
+                self.projection_keys,
+                remedy=REBUILD,
+                partitioned_remedy=PARTITIONED,
             )
         except ReadModelMismatch as refusal:
             self._refusal, self._refused_at = refusal, time.monotonic()
@@ -651,6 +661,7 @@ async def assemble_app(
         backend.read,
         runners,
         remedy=REBUILD,
+        partitioned_remedy=PARTITIONED,
         drop_retired_after=settings.retired_grace,
     )
     feed = EventFeed(backend.events)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,14 +149,25 @@ class Cluster:
         self.processes.extend(started)
         return started
 
-    def command(self, *args: str, partitioned: bool = True) -> subprocess.Popen[str]:
+    def command(
+        self, *args: str, partitioned: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         """``orders <args> --db …`` (and ``--nats … --stream …`` when ``partitioned``) started
-        against this deployment, its output (stdout and stderr) read with ``communicate``."""
+        against this deployment, with ``env`` added to its environment, its output (stdout and
+        stderr) read with ``communicate``."""
         options = self._common() if partitioned else ["--db", self.db_url]
         return subprocess.Popen(
-            [ORDERS, *args, *options], cwd=self.tmp_path, env=self._env(), text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [ORDERS, *args, *options], cwd=self.tmp_path, env={**self._env(), **(env or {})},
+            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+    def partitioned_env(self) -> dict[str, str]:
+        """The environment that makes any ``orders`` command one over the workers' read model."""
+        return {
+            "CQRSKIT_PARTITIONED": "1",
+            "CQRSKIT_NATS_URL": self.nats_url,
+            "CQRSKIT_NATS_STREAM": self.stream,
+        }
 
     def shut_down(self) -> None:
         for process in self.processes:

@@ -152,7 +152,18 @@ def test_an_idle_read_model_is_rebuilt_with_or_without_workers_and_never_as_one_
 
     assert unpartitioned.returncode == 2, refusal
     assert "kept by partitioned workers" in refusal
+    # a query run as one process (no --nats) reads it, never runs its projections on it again
+    query = cluster.command("stats", partitioned=False)
+    refused_query, _ = query.communicate(timeout=120)
+    assert query.returncode == 3, refused_query
+    assert "kept by partitioned workers" in refused_query
+    assert "CQRSKIT_PARTITIONED=1" in refused_query
     assert read_model_of(cluster.db_url) == cluster.expected_read_model()
+    as_theirs = cluster.command("stats", "--json", partitioned=False, env=cluster.partitioned_env())
+    served, _ = as_theirs.communicate(timeout=120)
+    assert as_theirs.returncode == 0, served
+    (document,) = [line for line in served.splitlines() if line.startswith("{")]
+    assert json.loads(document)["dashboard"]["total_orders"] == 20, served
 
 
 async def _fill(db_url: str, orders: int) -> None:

@@ -22,11 +22,13 @@ from cqrskit import (
     PartitionedWorker,
     Projection,
     ProjectionRunner,
+    ReadModelMismatch,
     RecordedEvent,
     Supervisor,
 )
 from cqrskit.memory import InMemoryEventStore, InMemoryReadStore
 from cqrskit.partitions import partition_of
+from cqrskit.supervision import verify_read_model
 from cqrskit.workers import StorePartition, assign_partitions, stored_partition_checkpoints
 from orders.app import register_commands
 from orders.domain import EVENT_TYPES, AddItems, CreateOrder, LineItem, SubmitOrder
@@ -316,3 +318,37 @@ async def test_a_reset_forgets_the_partition_checkpoints_of_any_count_and_no_oth
         await worker.reset_read_model(["nope"])
     group.start()
     await group.caught_up()
+
+
+async def test_a_projection_run_as_one_on_the_read_model_the_workers_keep_is_refused(
+    group: Group,
+) -> None:
+    # given a read model the partitioned workers built
+    worker = group.start()
+    await until(lambda: len(worker.status.owned) == PARTITIONS)
+    await group.orders("ORD-H", 12)
+    await group.caught_up()
+    built = await snapshot(group.read)
+    # when a process runs the same projections unpartitioned over it
+    runners = [ProjectionRunner(p, group.events, group.read, CODEC) for p in PROJECTIONS]
+    supervisor = Supervisor(
+        group.events, group.read, runners, backoff=Backoff(initial=0.01, maximum=0.05)
+    )
+    supervisor.start()
+    try:
+        await until(
+            lambda: all(
+                report.last_error is not None and "kept by partitioned workers" in report.last_error
+                for report in supervisor.status()
+            )
+        )
+        refused = [runner.status.events_applied for runner in runners]
+    finally:
+        await supervisor.stop()
+    # then none of them ran: every event stays applied once, the aggregates are not doubled
+    assert refused == [0, 0]
+    assert await snapshot(group.read) == built
+    with pytest.raises(ReadModelMismatch, match=r"kept by partitioned workers \(checkpoints "):
+        await verify_read_model(group.events, group.read, [p.name for p in PROJECTIONS])
+    # and a version of its own (another name, its own tables) is not theirs to refuse
+    await verify_read_model(group.events, group.read, ["orders@v2"])
