@@ -323,6 +323,15 @@ class OrdersApp:
         :func:`cqrskit.projections.version_key`)."""
         return tuple(runner.projection.key for runner in self.runners)
 
+    @property
+    def newest_declared_versions(self) -> dict[str, int]:
+        """The newest version of each projection that this release declares."""
+        newest: dict[str, int] = {}
+        for runner in self.runners:
+            projection = runner.projection
+            newest[projection.name] = max(newest.get(projection.name, 0), projection.version)
+        return newest
+
     async def drop_retired_versions(self, grace: float = 0.0) -> list[ProjectionVersion]:
         """Drop the tables of projection versions replaced at least ``grace`` seconds ago
         (never sooner than :data:`cqrskit.versions.MIN_GRACE`); return those dropped."""

@@ -117,3 +117,62 @@ def test_a_new_version_takes_over_under_query_load_with_no_error_and_no_partial_
     finally:
         stop.set()
         green.stop()
+
+
+def _orders_states(client: httpx.Client) -> dict[int, str]:
+    """Version → state of the ``orders`` projection in this service."""
+    ready = client.get("/readyz").json()
+    return {p["version"]: p["state"] for p in ready["projections"] if p["name"] == "orders"}
+
+
+def _warnings(client: httpx.Client) -> list[str]:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    found: list[str] = ready.json()["warnings"]
+    return found
+
+
+def test_a_deploy_rolled_back_is_named_and_a_newer_version_with_the_old_handlers_rolls_it_back(
+    start_server: StartServer,
+) -> None:
+    # given release 1 (version 1), then release 2 (version 2) deployed beside it and serving
+    blue = start_server(projection_batch_size=10)
+    green = ServerThread(blue.settings, projections=NEW_RELEASE).start()
+    try:
+        with blue.client() as client:
+            _new_order(client, 0)
+        with green.client() as client:
+            until_sync(
+                lambda: _orders_versions(client).get(2, ("",))[0] == "serving",
+                what="version 2 serving",
+            )
+        with blue.client() as client:
+            until_sync(
+                lambda: _orders_states(client).get(1) == "retired",
+                what="release 1's version 1 stopped",
+            )
+    finally:
+        # when release 2 is rolled back: its processes are gone, release 1's remain
+        green.stop()
+    with blue.client() as client:
+        warnings = _warnings(client)
+        assert any("version 2 serves, newer than this release's 1" in w for w in warnings)
+        stale = _new_order(client, 1)
+        # no process keeps version 2 now: the new order is not in the read model it serves
+        assert client.get("/orders/ORD-001").status_code == 404
+
+    # then the old handlers deployed as version 3 build, take over and serve every order
+    rollback = (orders_projection.versioned(3), stats_projection)
+    fixed = ServerThread(blue.settings, projections=rollback).start()
+    try:
+        with fixed.client() as client:
+            until_sync(
+                lambda: _orders_versions(client).get(3, ("",))[0] == "serving",
+                what="version 3 serving",
+            )
+            found = client.get("/orders/ORD-001", headers={"Consistency-Token": stale})
+            assert found.status_code == 200, found.text
+            assert _warnings(client) == []
+            assert _orders_versions(client)[2][0] == "retired"
+    finally:
+        fixed.stop()
