@@ -31,11 +31,11 @@ from typing import Any
 from benchmarks import workload as w
 from benchmarks.databases import databases
 from benchmarks.sections import write_section
-from cqrskit import PartitionedProgress, ProjectionRunner
+from cqrskit import PartitionedProgress, ProjectionRunner, WorkerGroups
 from cqrskit.backends import open_read_store
 from cqrskit.nats import JetStreamLog, JetStreamSource, Relay
 from cqrskit.partitions import partition_of
-from cqrskit.workers import partition_checkpoint
+from cqrskit.workers import partition_checkpoint, stored_partition_checkpoints
 from orders.app import OrdersApp, Settings, build_app
 from orders.projections import PROJECTIONS
 
@@ -179,15 +179,12 @@ async def node_catch_up(
     }
 
 
-async def _reset_read_model(url: str) -> None:
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        for projection in PROJECTIONS:
-            for table in projection.tables:
-                await conn.execute(f'TRUNCATE "{table.name}"')
-        await conn.execute("DELETE FROM cqrskit_checkpoints WHERE projection LIKE '%[%'")
-        await conn.execute("DELETE FROM cqrskit_sources WHERE projection LIKE '%[%'")
+async def _reset_read_model(app: OrdersApp) -> None:
+    """Empty the read model and forget the partition checkpoints of the run before."""
+    read = app.backend.read
+    assert isinstance(read, WorkerGroups)
+    checkpoints = await stored_partition_checkpoints(read, NAMES)
+    await read.reset_projections(checkpoints, [t for p in PROJECTIONS for t in p.tables])
 
 
 async def workers_throughput(
@@ -203,7 +200,7 @@ async def workers_throughput(
     """
     from tests.support.orders import snapshot
 
-    await _reset_read_model(db_url)
+    await _reset_read_model(app)
     events = await app.backend.events.read_all(0, 10**7)
     head = events[-1].position
     progress = PartitionedProgress(app.backend.events, app.backend.read, NAMES, partitions)
