@@ -38,6 +38,7 @@ from cqrskit import (
     Supervisor,
     UndecodableEvent,
     UnknownEventType,
+    VersionRole,
     deadletters,
     supervision,
     tracing,
@@ -323,14 +324,25 @@ class OrdersApp:
         :func:`cqrskit.projections.version_key`)."""
         return tuple(runner.projection.key for runner in self.runners)
 
-    @property
-    def newest_declared_versions(self) -> dict[str, int]:
-        """The newest version of each projection that this release declares."""
+    def newer_versions_serving(self, reports: Sequence[ProjectionReport]) -> list[str]:
+        """A warning for each projection of ``reports`` whose serving version is newer than
+        any this release declares: one a newer release built. While that release runs, it
+        keeps the version up to date; once it is gone (a deploy rolled back), nothing does."""
         newest: dict[str, int] = {}
         for runner in self.runners:
             projection = runner.projection
             newest[projection.name] = max(newest.get(projection.name, 0), projection.version)
-        return newest
+        return [
+            f"projection {report.name}: version {report.version} serves, newer than this"
+            f" release's {newest[report.name]}: only processes of the release that declares it"
+            " keep it up to date (queries from here are stale and consistency tokens time out"
+            " without them); to roll the projection back, deploy the old handlers as version"
+            f" {report.version + 1} (docs/lifecycle.md, 'Rolling back')"
+            for report in reports
+            if report.role is VersionRole.SERVING
+            and report.name in newest
+            and report.version > newest[report.name]
+        ]
 
     async def drop_retired_versions(self, grace: float = 0.0) -> list[ProjectionVersion]:
         """Drop the tables of projection versions replaced at least ``grace`` seconds ago

@@ -457,7 +457,7 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
 
     async def work(
         orders_app: OrdersApp,
-    ) -> tuple[list[dict[str, Any]], str | None, list[DeadLetter]]:
+    ) -> tuple[list[dict[str, Any]], str | None, list[DeadLetter], list[str]]:
         reports = await orders_app.projections()
         try:
             await orders_app.verify_read_model()
@@ -478,9 +478,10 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
             }
             for report in reports
         ]
-        return rows, refusal, [report.halted for report in reports if report.halted is not None]
+        halts = [report.halted for report in reports if report.halted is not None]
+        return rows, refusal, halts, orders_app.newer_versions_serving(reports)
 
-    rows, refusal, halts = run_with_app(db, work, existing=True)
+    rows, refusal, halts, warnings = run_with_app(db, work, existing=True)
     if as_json:
         _print_json(rows)
     else:
@@ -496,6 +497,8 @@ def projections_status(db: DbOption = None, as_json: JsonOption = False) -> None
         out.print(table)
         for halt in halts:
             out.print(render.halt_notice(halt), soft_wrap=True)
+        for warning in warnings:
+            out.print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
     if refusal is not None:
         _fail(refusal, EXIT_UNAVAILABLE)
 

@@ -90,6 +90,9 @@ def test_status_shows_both_versions_during_a_build_and_drop_retired_drops_the_ol
     assert after[("orders", 2)]["lag_events"] == 0
     assert after[("orders", 1)]["role"] == VersionRole.RETIRED
     assert _order_ids(tmp_path, db) == orders  # now from version 2's tables
+    # this CLI is release 1's: the version that serves is one it does not keep
+    warned = run("projections", "status", cwd=tmp_path, db=db).stdout
+    assert "warning: projection orders: version 2 serves, newer than this release's 1" in warned
 
     def dropped() -> bool:
         result = run("projections", "drop-retired", cwd=tmp_path, db=db)

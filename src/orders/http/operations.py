@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Literal
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch, VersionRole
+from cqrskit import ProjectionReport, ProjectionState, ReadModelMismatch
 from orders.http import models
 from orders.http.admin import dead_letter_out
 from orders.http.jsonbody import DecimalJSONRoute
@@ -62,8 +61,8 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
         log.warning("readiness check failed: %s", error)
         reports, store = supervisor.status(), "unreachable"
         reasons.append(f"the store did not answer within {READY_TIMEOUT:g} s: {error}")
-    declared = service.app.newest_declared_versions
-    warnings = [warning for report in reports for warning in _warnings(report, declared)]
+    warnings = [warning for report in reports for warning in _warnings(report)]
+    warnings.extend(service.app.newer_versions_serving(reports))
     for report in reports:
         if not report.state.ready:
             cause = f" ({report.last_error})" if report.last_error else ""
@@ -86,23 +85,9 @@ async def readyz(service: ServiceDep, response: Response) -> models.ReadyOut:
     )
 
 
-def _warnings(report: ProjectionReport, declared: Mapping[str, int]) -> list[str]:
-    """What needs a person without making the service unready (see docs/operations.md).
-
-    ``declared``: the newest version of each projection this release declares. A serving
-    version newer than that is one a newer release built: while that release runs, it keeps
-    the version up to date; once it is gone (a deploy rolled back), nothing does.
-    """
+def _warnings(report: ProjectionReport) -> list[str]:
+    """What needs a person without making the service unready (see docs/operations.md)."""
     found = []
-    newest = declared.get(report.name)
-    if report.role is VersionRole.SERVING and newest is not None and report.version > newest:
-        found.append(
-            f"projection {report.name}: version {report.version} serves, newer than this"
-            f" release's {newest}: only processes of the release that declares it keep it up to"
-            " date (queries from here are stale and consistency tokens time out without them);"
-            f" to roll the projection back, deploy the old handlers as version"
-            f" {report.version + 1} (docs/lifecycle.md, 'Rolling back')"
-        )
     if report.halted is not None:
         letter, event = report.halted, report.halted.event
         found.append(
