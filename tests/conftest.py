@@ -1,4 +1,5 @@
-"""Shared fixtures: ``backend`` (every backend) and ``durable_backend`` (those with files).
+"""Shared fixtures: ``backend`` (every backend), ``durable_backend`` (those with files) and
+``pg_backend`` (a fresh PostgreSQL backend).
 
 A new backend adds its name and how to open it in ``tests/support/backends.py``.
 """
@@ -46,3 +47,16 @@ async def durable_backend(
     """Each backend whose data outlives the process (for crash and multi-process tests)."""
     async for opened in _opened(request, tmp_path_factory):
         yield opened
+
+
+@pytest.fixture
+async def pg_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """A PostgreSQL backend in a schema of its own, freshly opened and empty."""
+    from cqrskit.postgres import open_backend
+    from tests.support.postgres import fresh_url
+
+    opened = await open_backend(fresh_url(request))
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -15,7 +15,7 @@ from cqrskit.messages import NewEvent
 from cqrskit.postgres import PostgresEventStore
 from cqrskit.store import NO_STREAM
 from tests.support.throwaway_postgres import ThrowawayPostgres
-from tests.support.waiting import until
+from tests.support.waiting import turns_until, until
 
 
 def event() -> NewEvent:
@@ -46,20 +46,17 @@ async def test_appends_queued_behind_one_that_found_no_connection_are_refused_wi
                 break
         first = asyncio.create_task(store.append("first", [event()], NO_STREAM))
         [lane] = store._appends._lanes  # one group-commit lane: the default
-        await asyncio.sleep(0)  # the append reaches the lane's queue
-        assert lane.queue
+        await turns_until(lambda: bool(lane.queue))  # the append reaches the lane's queue
         await until(lambda: not lane.queue, what="the first append waiting for a connection")
         # When more appends queue behind it
         queued = [
             asyncio.create_task(store.append(f"queued-{n}", [event()], NO_STREAM)) for n in range(3)
         ]
-        await asyncio.sleep(0)  # they reach the queue
+        await turns_until(lambda: len(lane.queue) == 3)  # they reach the queue
         with pytest.raises(StoreUnavailable, match="no connection within"):
             await first
         # Then they are refused with it, without a wait of their own
-        for _ in range(3):
-            await asyncio.sleep(0)  # each queued append's task sees its outcome
-        assert all(task.done() for task in queued)
+        await turns_until(lambda: all(task.done() for task in queued), turns=3)
         for task in queued:
             with pytest.raises(StoreUnavailable, match="no connection within"):
                 task.result()

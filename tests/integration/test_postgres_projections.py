@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 
 import pytest
 
 from cqrskit import Backend
 from cqrskit.postgres import PostgresReadStore, open_backend
-from tests.support.postgres import fresh_url
 from tests.support.ticks import (
     append_ticks,
     assert_applied_once,
@@ -26,13 +24,6 @@ from tests.support.ticks import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def pg_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    backend = await open_backend(fresh_url(request))
-    yield backend
-    await backend.close()
 
 
 async def test_two_runner_processes_never_apply_an_event_twice(pg_backend: Backend) -> None:

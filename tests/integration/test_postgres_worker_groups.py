@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -27,13 +26,6 @@ from tests.support.postgres import fresh_url
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def pg_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    backend = await open_backend(fresh_url(request))
-    yield backend
-    await backend.close()
 
 
 async def test_members_hold_partitions_one_at_a_time_and_leaving_lets_go(

@@ -49,3 +49,16 @@ def until_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout} s")
         time.sleep(interval)
+
+
+async def turns_until(condition: Callable[[], bool], *, turns: int = 1_000) -> None:
+    """Return as soon as ``condition()`` is true, yielding to the event loop between looks; fail
+    after ``turns`` of them. For states other tasks reach without any I/O (a queue filled, a
+    task done): the event loop's order decides, so a busy machine cannot change the outcome,
+    and a bound in turns says "at once" where a deadline in seconds could not."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    if not condition():
+        raise AssertionError(f"the condition was not met within {turns} event-loop turns")

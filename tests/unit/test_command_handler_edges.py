@@ -31,6 +31,7 @@ from cqrskit.memory import InMemoryEventStore, InMemorySnapshotStore
 from cqrskit.snapshots import Snapshot, SnapshotPolicy
 from cqrskit.store import IdempotentResult
 from tests.support.flaky import FlakyEventStore
+from tests.support.waiting import turns_until
 
 
 class Count(msgspec.Struct, frozen=True):
@@ -292,22 +293,15 @@ async def test_a_command_arriving_while_one_waits_its_turn_waits_too() -> None:
     await handler.handle(Start(counter="a"))
     store.append = gated_append  # type: ignore[method-assign]
 
-    async def until(condition: Any) -> None:
-        for _ in range(1_000):
-            if condition():
-                return
-            await asyncio.sleep(0)
-        raise AssertionError("the condition never came")
-
     # when A appends, B waits; A finishes and B appends; then C arrives
     del entered[:]
     gates = [*gates[1:], asyncio.Event()]
     first = asyncio.create_task(handler.handle(Add(counter="a", amount=1)))
-    await until(lambda: len(entered) == 1)
+    await turns_until(lambda: len(entered) == 1)
     second = asyncio.create_task(handler.handle(Add(counter="a", amount=1)))
     await asyncio.sleep(0)
     gates[0].set()
-    await until(lambda: first.done() and len(entered) == 2)
+    await turns_until(lambda: first.done() and len(entered) == 2)
     third = asyncio.create_task(handler.handle(Add(counter="a", amount=1)))
     for _ in range(20):
         await asyncio.sleep(0)
